@@ -1,0 +1,295 @@
+"""The kvattn dialect: one registry of op specs.
+
+kvattn ops live in the IR as generic unregistered operations (`"kvattn.attention"(...)`), so
+every stage prints and re-parses as text. This module is the only place that writes a
+`kvattn.*` name: it defines each op's operands, results and typed attributes (mirroring the
+ONNX operator), builds ops, gives typed access to them (`KvOp`), and verifies them with
+errors that name the ONNX node.
+
+Optional operands and results are recorded with `operandSegmentSizes` / `resultSegmentSizes`
+(one 0/1 entry per spec operand/result), as MLIR does for ops with optional operands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from iree.compiler import ir
+
+from kvattn.lowering import tensor_types
+from kvattn.lowering.diagnostics import NodeError
+from kvattn.lowering.tensor_types import TensorType
+
+DIALECT = "kvattn"
+NODE_ATTR = "onnx_node"
+OPSET_ATTR = "onnx_opset"
+OPERAND_SEGMENTS = "operandSegmentSizes"
+RESULT_SEGMENTS = "resultSegmentSizes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attr:
+    """A typed attribute. kind is 'int', 'float' or 'str'; default None means 'absent'."""
+
+    name: str
+    kind: str
+    default: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    name: str  # full op name, e.g. "kvattn.attention"
+    onnx_op: str  # the ONNX operator it mirrors
+    operands: tuple[str, ...]
+    optional_operands: frozenset[str]
+    results: tuple[str, ...]
+    optional_results: frozenset[str]
+    attributes: tuple[Attr, ...]
+    verifier: Callable[["KvOp"], None]
+
+    def attribute(self, name: str) -> Attr:
+        for attr in self.attributes:
+            if attr.name == name:
+                return attr
+        raise KeyError(f"{self.name} has no attribute '{name}'")
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def spec_named(name: str) -> OpSpec:
+    return _REGISTRY[name]
+
+
+def registered_ops() -> tuple[OpSpec, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def is_kvattn_op(op: ir.Operation) -> bool:
+    return op.name.startswith(DIALECT + ".")
+
+
+class KvOp:
+    """Typed view of one kvattn op in the IR."""
+
+    def __init__(self, operation: ir.Operation):
+        self.operation = operation.operation
+        self.spec = spec_named(self.operation.name)
+        self._operands = _segments(self.operation, OPERAND_SEGMENTS, self.spec.operands, self.operation.operands)
+        self._results = _segments(self.operation, RESULT_SEGMENTS, self.spec.results, self.operation.results)
+
+    @property
+    def node(self) -> str:
+        return ir.StringAttr(self.operation.attributes[NODE_ATTR]).value
+
+    @property
+    def opset(self) -> int:
+        return ir.IntegerAttr(self.operation.attributes[OPSET_ATTR]).value
+
+    def operand(self, name: str) -> ir.Value | None:
+        return self._operands[name]
+
+    def result(self, name: str) -> ir.Value | None:
+        return self._results[name]
+
+    def operand_type(self, name: str) -> TensorType | None:
+        value = self._operands[name]
+        return None if value is None else tensor_types.from_ir(value.type)
+
+    def result_type(self, name: str) -> TensorType | None:
+        value = self._results[name]
+        return None if value is None else tensor_types.from_ir(value.type)
+
+    def present_results(self) -> list[tuple[str, ir.Value]]:
+        return [(name, value) for name, value in self._results.items() if value is not None]
+
+    def attr(self, name: str):
+        """The attribute's Python value, or its spec default when absent."""
+        spec_attr = self.spec.attribute(name)
+        if name not in self.operation.attributes:
+            return spec_attr.default
+        raw = self.operation.attributes[name]
+        if spec_attr.kind == "int":
+            return ir.IntegerAttr(raw).value
+        if spec_attr.kind == "float":
+            return ir.FloatAttr(raw).value
+        return ir.StringAttr(raw).value
+
+    def error(self, message: str) -> NodeError:
+        return NodeError(self.spec.onnx_op, self.node, message)
+
+    def verify(self) -> None:
+        self.spec.verifier(self)
+
+
+def _segments(operation, attr_name, names, values) -> dict[str, ir.Value | None]:
+    sizes = list(ir.DenseI32ArrayAttr(operation.attributes[attr_name]))
+    values = list(values)
+    assert len(sizes) == len(names) and sum(sizes) == len(values), f"malformed {operation.name}"
+    out, index = {}, 0
+    for name, size in zip(names, sizes):
+        out[name] = values[index] if size else None
+        index += size
+    return out
+
+
+def build(
+    spec: OpSpec,
+    operands: dict[str, ir.Value],
+    result_types: dict[str, ir.Type],
+    attributes: dict[str, object],
+    node: str,
+    opset: int,
+    location: ir.Location | None = None,
+) -> KvOp:
+    """Create a kvattn op at the current insertion point. Absent optional operands/results are
+    simply left out of the dicts; attributes equal to None are omitted."""
+    for name in spec.operands:
+        if name not in operands and name not in spec.optional_operands:
+            raise ValueError(f"{spec.name}: missing operand {name}")
+    attrs = {
+        OPERAND_SEGMENTS: ir.DenseI32ArrayAttr.get([int(n in operands) for n in spec.operands]),
+        RESULT_SEGMENTS: ir.DenseI32ArrayAttr.get([int(n in result_types) for n in spec.results]),
+        NODE_ATTR: ir.StringAttr.get(node),
+        OPSET_ATTR: ir.IntegerAttr.get(ir.IntegerType.get_signless(64), opset),
+    }
+    for name, value in attributes.items():
+        if value is None:
+            continue
+        kind = spec.attribute(name).kind
+        if kind == "int":
+            attrs[name] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), int(value))
+        elif kind == "float":
+            attrs[name] = ir.FloatAttr.get(ir.F32Type.get(), float(value))
+        else:
+            attrs[name] = ir.StringAttr.get(str(value))
+    operation = ir.Operation.create(
+        spec.name,
+        results=[result_types[n] for n in spec.results if n in result_types],
+        operands=[operands[n] for n in spec.operands if n in operands],
+        attributes=attrs,
+        loc=location,
+    )
+    return KvOp(operation)
+
+
+def verify_all(module: ir.Module) -> None:
+    """Run every kvattn op's verifier; raises NodeError on the first problem."""
+    for op in kvattn_ops(module):
+        op.verify()
+
+
+def kvattn_ops(module: ir.Module, name: str | None = None) -> list[KvOp]:
+    found = []
+
+    def visit(op):
+        if is_kvattn_op(op.operation) and (name is None or op.operation.name == name):
+            found.append(KvOp(op.operation))
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return found
+
+
+# --------------------------------------------------------------------------- ops
+
+
+def _verify_tensor_scatter(op: KvOp) -> None:
+    cache = op.operand_type("past_cache")
+    update = op.operand_type("update")
+    indices = op.operand_type("write_indices")
+    mode = op.attr("mode")
+    if mode not in ("linear", "circular"):
+        raise op.error(f"attribute mode='{mode}' must be 'linear' or 'circular'")
+    if cache.rank != update.rank or cache.rank < 2:
+        raise op.error(f"past_cache {cache.describe()} and update {update.describe()} must have the same rank >= 2")
+    axis = op.attr("axis")
+    if not -cache.rank <= axis < cache.rank or axis % cache.rank == 0:
+        raise op.error(f"attribute axis={axis} must name a non-batch axis of a rank-{cache.rank} cache")
+    axis %= cache.rank
+    if cache.element != update.element:
+        raise op.error(f"update dtype {update.describe()} differs from past_cache {cache.describe()}")
+    for dim, (c, u) in enumerate(zip(cache.shape, update.shape)):
+        if dim == axis:
+            if c is not None and u is not None and u > c:
+                raise op.error(f"update has {u} rows on axis {axis} but the cache holds only {c}")
+        elif c is not None and u is not None and c != u:
+            raise op.error(f"update {update.describe()} must match past_cache {cache.describe()} outside axis {axis}")
+    if indices is not None and (indices.rank != 1 or indices.element != "i64"):
+        raise op.error(f"write_indices must be int64 of shape [batch], got {indices.describe()}")
+    if indices is not None and None not in (indices.shape[0], cache.shape[0]) and indices.shape[0] != cache.shape[0]:
+        raise op.error(f"write_indices has {indices.shape[0]} entries for a batch of {cache.shape[0]}")
+
+
+TENSOR_SCATTER = register(
+    OpSpec(
+        name="kvattn.tensor_scatter",
+        onnx_op="TensorScatter",
+        operands=("past_cache", "update", "write_indices"),
+        optional_operands=frozenset({"write_indices"}),
+        results=("present_cache",),
+        optional_results=frozenset(),
+        attributes=(Attr("mode", "str", "linear"), Attr("axis", "int", -2)),
+        verifier=_verify_tensor_scatter,
+    )
+)
+
+
+def _verify_attention(op: KvOp) -> None:
+    q, k, v = (op.operand_type(n) for n in ("Q", "K", "V"))
+    if not (q.rank == k.rank == v.rank and q.rank in (3, 4)):
+        raise op.error(f"Q, K and V must all be 3D or all 4D, got {q.describe()}, {k.describe()}, {v.describe()}")
+    if q.element not in tensor_types.FLOAT_ELEMENTS or k.element != q.element or v.element != q.element:
+        raise op.error(f"Q, K and V must share one float dtype, got {q.describe()}, {k.describe()}, {v.describe()}")
+    q_heads, kv_heads = op.attr("q_num_heads"), op.attr("kv_num_heads")
+    if q.rank == 3 and (q_heads is None or kv_heads is None):
+        raise op.error("3D inputs need the attributes q_num_heads and kv_num_heads")
+    if (op.operand("past_key") is None) != (op.operand("past_value") is None):
+        raise op.error("past_key and past_value must be given together")
+    if op.operand("nonpad_kv_seqlen") is not None and op.operand("past_key") is not None:
+        raise op.error("nonpad_kv_seqlen cannot be combined with past_key/past_value")
+    if op.attr("is_causal") not in (0, 1):
+        raise op.error(f"attribute is_causal={op.attr('is_causal')} must be 0 or 1")
+    if op.attr("qk_matmul_output_mode") not in (0, 1, 2, 3):
+        raise op.error(f"attribute qk_matmul_output_mode={op.attr('qk_matmul_output_mode')} must be 0..3")
+    for name in ("left_window_size", "right_window_size"):
+        if op.attr(name) < -1:
+            raise op.error(f"attribute {name}={op.attr(name)} must be -1 or nonnegative")
+    mask = op.operand_type("attn_mask")
+    if mask is not None and mask.element != "i1" and mask.element not in tensor_types.FLOAT_ELEMENTS:
+        raise op.error(f"attn_mask must be bool or float, got {mask.describe()}")
+    if mask is not None and not 1 <= mask.rank <= 4:
+        raise op.error(f"attn_mask must have rank 1 to 4, got {mask.describe()}")
+    nonpad = op.operand_type("nonpad_kv_seqlen")
+    if nonpad is not None and (nonpad.rank != 1 or nonpad.element != "i64"):
+        raise op.error(f"nonpad_kv_seqlen must be int64 of shape [batch], got {nonpad.describe()}")
+
+
+ATTENTION = register(
+    OpSpec(
+        name="kvattn.attention",
+        onnx_op="Attention",
+        operands=("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"),
+        optional_operands=frozenset({"attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"}),
+        results=("Y", "present_key", "present_value", "qk_matmul_output"),
+        optional_results=frozenset({"present_key", "present_value", "qk_matmul_output"}),
+        attributes=(
+            Attr("is_causal", "int", 0),
+            Attr("q_num_heads", "int"),
+            Attr("kv_num_heads", "int"),
+            Attr("qk_matmul_output_mode", "int", 0),
+            Attr("scale", "float"),
+            Attr("softcap", "float", 0.0),
+            Attr("softmax_precision", "int"),
+            Attr("left_window_size", "int", -1),
+            Attr("right_window_size", "int", -1),
+        ),
+        verifier=_verify_attention,
+    )
+)

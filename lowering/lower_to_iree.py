@@ -1,0 +1,52 @@
+"""Lower every kvattn op to IREE's dialects (iree_linalg_ext, linalg, tensor, arith).
+
+Each op's rule writes the replacement as a function body (`mlir_text.FunctionWriter`) whose
+arguments are the op's present operands and whose results are its present results; `splice`
+moves that body in place of the op. An op without a rule is an error naming the node.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from iree.compiler import ir
+
+from kvattn.lowering import dialect
+from kvattn.lowering.diagnostics import NodeError
+from kvattn.lowering.lower_attention import lower_attention
+from kvattn.lowering.lower_tensor_scatter import lower_tensor_scatter
+from kvattn.lowering.mlir_text import FunctionWriter, Value, splice
+
+Rule = Callable[[dialect.KvOp, FunctionWriter, dict[str, Value]], dict[str, Value]]
+
+RULES: dict[str, Rule] = {
+    dialect.ATTENTION.name: lower_attention,
+    dialect.TENSOR_SCATTER.name: lower_tensor_scatter,
+}
+
+
+def lower_kvattn_ops(module: ir.Module) -> dict[str, list[str]]:
+    """Lower all kvattn ops; returns, per ONNX node, the names of the ops it lowered to."""
+    lowered = {}
+    for op in dialect.kvattn_ops(module):
+        rule = RULES.get(op.spec.name)
+        if rule is None:
+            raise NodeError(op.spec.onnx_op, op.node, f"no lowering rule for {op.spec.name}")
+        node = op.node  # read before the op is replaced
+        lowered[node] = lower_op(op, rule)
+    return lowered
+
+
+def lower_op(op: dialect.KvOp, rule: Rule) -> list[str]:
+    writer = FunctionWriter(op.node)
+    args = {name: Value(f"%{name}", op.operand_type(name))
+            for name in op.spec.operands if op.operand(name) is not None}
+    results = rule(op, writer, args)
+    present = op.present_results()
+    text = writer.function("lowered", list(args.values()), [results[name] for name, _ in present])
+    moved = splice(op.operation, text, [op.operand(name) for name in args], [value for _, value in present])
+    names = []
+    for name in moved:
+        if not name.startswith("arith.") and name not in names:
+            names.append(name)
+    return names

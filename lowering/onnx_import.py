@@ -1,0 +1,85 @@
+"""ONNX model → torch-dialect MLIR module, through IREE's ONNX importer.
+
+Loads and checks the model (clear errors for files that are not ONNX), gives every unnamed
+node a stable name (`<OpType>_<index>`) on a copy so that IR locations and error messages can
+name it, and imports the main graph with `iree.compiler.extras.onnx_importer`. Operators that
+IREE has no lowering for arrive as `torch.operator "onnx.X"`; the raise pass turns ours into
+kvattn ops.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+from google.protobuf.message import DecodeError
+from iree.compiler import ir
+from iree.compiler.extras import onnx_importer
+
+from kvattn.lowering.diagnostics import KvattnError
+
+
+def make_context() -> ir.Context:
+    context = ir.Context()
+    context.allow_unregistered_dialects = True
+    return context
+
+
+def load_model(source) -> onnx.ModelProto:
+    """A ModelProto from a path, bytes or ModelProto (never modified), checked for validity."""
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
+        what = "the given bytes"
+        try:
+            if isinstance(source, (bytes, bytearray)):
+                model = onnx.load_model_from_string(bytes(source))
+            else:
+                what = f"'{os.fspath(source)}'"
+                if not os.path.isfile(source):
+                    raise KvattnError(f"{what}: no such file")
+                model = onnx.load(os.fspath(source))
+        except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+            raise KvattnError(f"{what} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        if not model.graph.node and not model.graph.output:
+            raise KvattnError(f"{what} is not an ONNX model: it has no graph (truncated or not ONNX?)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise KvattnError(f"the ONNX model is invalid: {first_line}") from None
+    return model
+
+
+def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model whose nodes all have unique names (the user's model is untouched)."""
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    taken = {node.name for node in named.graph.node if node.name}
+    for index, node in enumerate(named.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return named
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise KvattnError("the ONNX model imports no default-domain opset")
+
+
+def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
+    """Import the (already named) model's main graph as a torch-dialect module."""
+    info = onnx_importer.ModelInfo(model)
+    module = info.create_module(context=context)
+    importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
+    try:
+        importer.import_all()
+    except onnx_importer.OnnxImportError as exc:
+        raise KvattnError(f"IREE's ONNX importer rejected the model: {exc}") from None
+    return module

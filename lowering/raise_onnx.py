@@ -1,0 +1,107 @@
+"""Raise `torch.operator "onnx.X"` ops that kvattn owns into kvattn ops on builtin tensors.
+
+    %r = torch.operator "onnx.Attention"(%q, %k, %v, %none, ...) {torch.onnx.scale = ...}
+  ⇒
+    %q' = torch_c.to_builtin_tensor %q            (one per present operand)
+    %y  = "kvattn.attention"(%q', %k', %v') {scale = ..., onnx_node = "...", ...}
+    %r  = torch_c.from_builtin_tensor %y          (one per present result)
+
+ONNX inputs/outputs are matched to the op spec's operands/results by position; `!torch.none`
+operands and results are absent optionals. Every other torch.operator is left for IREE's own
+ONNX lowering.
+"""
+
+from __future__ import annotations
+
+import re
+
+from iree.compiler import ir
+
+from kvattn.lowering import dialect, tensor_types
+from kvattn.lowering.diagnostics import NodeError
+
+ONNX_OPS = {spec.onnx_op: spec for spec in dialect.registered_ops()}
+_TORCH_ATTR_PREFIX = "torch.onnx."
+_NAME_LOC = re.compile(r'loc\("([^"]*)"')
+
+
+def raise_onnx_ops(module: ir.Module) -> list[dialect.KvOp]:
+    """Raise every kvattn-owned ONNX op in the module; returns the new kvattn ops."""
+    raised = []
+    for func in module.body.operations:
+        opset = _function_opset(func)
+        candidates = []
+        func.operation.walk(lambda op: candidates.append(op.operation) or ir.WalkResult.ADVANCE)
+        for op in candidates:
+            if op.name == "torch.operator" and _onnx_op_name(op) in ONNX_OPS:
+                raised.append(_raise_one(op, ONNX_OPS[_onnx_op_name(op)], opset))
+    return raised
+
+
+def _onnx_op_name(op: ir.Operation) -> str:
+    name = ir.StringAttr(op.attributes["name"]).value
+    return name.removeprefix("onnx.")
+
+
+def _function_opset(func) -> int:
+    attrs = func.operation.attributes
+    key = "torch.onnx_meta.opset_version"
+    return ir.IntegerAttr(attrs[key]).value if key in attrs else 0
+
+
+def node_name(op: ir.Operation) -> str:
+    match = _NAME_LOC.search(str(op.location))
+    return match.group(1) if match and match.group(1) else "<unnamed>"
+
+
+def _raise_one(op: ir.Operation, spec: dialect.OpSpec, opset: int) -> dialect.KvOp:
+    node = node_name(op)
+    if len(op.operands) > len(spec.operands) or len(op.results) > len(spec.results):
+        raise NodeError(spec.onnx_op, node, f"has more inputs or outputs than kvattn.{spec.name} knows")
+    with ir.InsertionPoint(op), op.location:
+        operands = {}
+        for name, value in zip(spec.operands, op.operands):
+            torch_type = tensor_types.from_torch(value.type)
+            if str(value.type) == "!torch.none":
+                continue
+            if torch_type is None:
+                raise NodeError(spec.onnx_op, node, f"input {name} has no ranked tensor type ({value.type})")
+            operands[name] = _cast("torch_c.to_builtin_tensor", value, tensor_types.to_ir(torch_type))
+        result_types = {}
+        for name, result in zip(spec.results, op.results):
+            if str(result.type) == "!torch.none":
+                continue
+            torch_type = tensor_types.from_torch(result.type)
+            if torch_type is None:
+                raise NodeError(
+                    spec.onnx_op, node,
+                    f"output {name} has no inferred ranked type ({result.type}); give the model static shapes",
+                )
+            result_types[name] = tensor_types.to_ir(torch_type)
+        attributes = {}
+        for attr_name in op.attributes:
+            if attr_name.startswith(_TORCH_ATTR_PREFIX):
+                attributes[attr_name.removeprefix(_TORCH_ATTR_PREFIX)] = _python_value(op.attributes[attr_name])
+        known = {attr.name for attr in spec.attributes}
+        for name in attributes:
+            if name not in known:
+                raise NodeError(spec.onnx_op, node, f"unknown attribute '{name}'")
+        kv_op = dialect.build(spec, operands, result_types, attributes, node, opset, op.location)
+        for name, result in zip(spec.results, op.results):
+            if name in result_types:
+                new = _cast("torch_c.from_builtin_tensor", kv_op.result(name), result.type)
+                result.replace_all_uses_with(new)
+    op.erase()
+    kv_op.verify()
+    return kv_op
+
+
+def _cast(op_name: str, value: ir.Value, result_type: ir.Type) -> ir.Value:
+    return ir.Operation.create(op_name, results=[result_type], operands=[value]).result
+
+
+def _python_value(attr: ir.Attribute):
+    for attr_class in (ir.IntegerAttr, ir.FloatAttr, ir.StringAttr):
+        if isinstance(attr, attr_class):
+            return attr.value
+    raise ValueError(f"unsupported ONNX attribute value {attr}")

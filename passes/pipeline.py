@@ -1,0 +1,73 @@
+"""The kvattn pipeline: ONNX model → IREE input, stage by stage.
+
+  imported  IREE's ONNX importer (torch dialect; our operators as torch.operator "onnx.X")
+  raised    kvattn-raise-onnx, kvattn-verify           (kvattn ops on builtin tensors)
+  lowered   kvattn-lower-to-iree                       (iree_linalg_ext / linalg / tensor)
+  input     iree-torch-to-input                        (IREE input: util.func on buffer views)
+
+iree-compile then takes `input` to the stages named by `--compile-to` and to the vmfb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import onnx
+from iree.compiler import ir
+
+from kvattn.lowering import onnx_import
+from kvattn.passes import registry
+
+KVATTN_STAGES = ("imported", "raised", "lowered", "input")
+STAGE_PASSES = {
+    "raised": ("kvattn-raise-onnx", "kvattn-verify"),
+    "lowered": ("kvattn-lower-to-iree",),
+    "input": ("iree-torch-to-input",),
+}
+
+
+@dataclasses.dataclass
+class RaisedNode:
+    node: str
+    onnx_op: str
+    kvattn_op: str
+    lowered_to: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    module: ir.Module
+    entry: str
+    raised: list[RaisedNode]
+
+
+def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
+        on_stage: Callable[[str, ir.Module], None] | None = None) -> PipelineResult:
+    """Import the (checked) model and run the stages up to and including `until`; `on_stage`
+    is called with each stage's name and module as it is reached."""
+    if until not in KVATTN_STAGES:
+        raise ValueError(f"unknown kvattn stage '{until}'; stages: {', '.join(KVATTN_STAGES)}")
+    named = onnx_import.with_node_names(model)
+    with context, ir.Location.unknown():
+        module = onnx_import.import_model(named, context)
+        entry = ir.StringAttr(module.body.operations[0].operation.attributes["sym_name"]).value
+        result = PipelineResult(module, entry, [])
+        if on_stage:
+            on_stage("imported", module)
+        for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:
+            for pass_name in STAGE_PASSES[stage]:
+                outcome = registry.get(pass_name).run(module)
+                _record(result, pass_name, outcome)
+            if on_stage:
+                on_stage(stage, module)
+    return result
+
+
+def _record(result: PipelineResult, pass_name: str, outcome) -> None:
+    if pass_name == "kvattn-raise-onnx":
+        result.raised = [RaisedNode(op.node, op.spec.onnx_op, op.spec.name) for op in outcome]
+    elif pass_name == "kvattn-lower-to-iree":
+        for node in result.raised:
+            node.lowered_to = outcome.get(node.node, [])
+

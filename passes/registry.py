@@ -1,0 +1,44 @@
+"""The pass registry: every named pass kvattn runs, for the pipeline and for kvattn-opt.
+
+A pass takes an `ir.Module` and rewrites it in place; its docstring (the rewrite it performs)
+is the module docstring of the file that implements it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+from typing import Callable
+
+from iree.compiler import ir
+
+from kvattn.lowering import dialect, lower_to_iree, raise_onnx
+from kvattn.passes import iree_input
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable[[ir.Module], object]
+    implementation: ModuleType
+
+    @property
+    def summary(self) -> str:
+        return (self.implementation.__doc__ or "").strip().splitlines()[0]
+
+
+PASSES: dict[str, Pass] = {
+    p.name: p
+    for p in (
+        Pass("kvattn-raise-onnx", raise_onnx.raise_onnx_ops, raise_onnx),
+        Pass("kvattn-verify", dialect.verify_all, dialect),
+        Pass("kvattn-lower-to-iree", lower_to_iree.lower_kvattn_ops, lower_to_iree),
+        Pass("iree-torch-to-input", iree_input.lower_torch_to_iree_input, iree_input),
+    )
+}
+
+
+def get(name: str) -> Pass:
+    if name not in PASSES:
+        raise KeyError(f"unknown pass '{name}'; known passes: {', '.join(PASSES)}")
+    return PASSES[name]

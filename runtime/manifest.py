@@ -1,0 +1,66 @@
+"""What a compiled module needs to be called by ONNX names: the manifest.
+
+It is embedded in the vmfb as the entry function's reflection (`iree.reflection`
+`{kvattn.manifest = "<json>"}`), so a .vmfb file is self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from kvattn.lowering.tensor_types import TensorType, numpy_dtype
+
+REFLECTION_KEY = "kvattn.manifest"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | None, ...]
+    element: str  # builtin MLIR element type, e.g. "f32"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return numpy_dtype(self.element)
+
+    def describe(self) -> str:
+        return f"{self.name}: {TensorType(self.shape, self.element).describe()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScatterBound:
+    """A linear TensorScatter whose write_indices come straight from a model input: the runtime
+    checks write_indices + rows <= capacity before dispatch."""
+
+    node: str
+    write_indices: str
+    rows: int
+    capacity: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    entry: str
+    target: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    scatter_bounds: tuple[ScatterBound, ...] = ()
+    nodes: tuple[dict, ...] = ()  # {"node", "onnx_op", "kvattn_op", "lowered_to"} per raised node
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "Manifest":
+        raw = json.loads(text)
+        return Manifest(
+            entry=raw["entry"],
+            target=raw["target"],
+            inputs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["element"]) for s in raw["inputs"]),
+            outputs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["element"]) for s in raw["outputs"]),
+            scatter_bounds=tuple(ScatterBound(**b) for b in raw["scatter_bounds"]),
+            nodes=tuple(raw["nodes"]),
+        )

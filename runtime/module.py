@@ -1,0 +1,107 @@
+"""Load a kvattn vmfb on an IREE device and call it with numpy arrays by ONNX names.
+
+Calls are functional: every input is copied into a new device buffer (IREE may write an
+updated cache into an argument's buffer), so the caller's arrays are never modified.
+Inputs are checked against the manifest before anything is dispatched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+import iree.runtime as ireert
+
+from kvattn.lowering.diagnostics import KvattnError
+from kvattn.runtime import targets
+from kvattn.runtime.manifest import REFLECTION_KEY, Manifest
+
+
+class CompiledModule:
+    """A loaded vmfb: `module(inputs)` / `module.run({name: array})` → {output name: array}."""
+
+    def __init__(self, vmfb: bytes, driver: str | None = None):
+        instance = ireert.VmInstance()
+        try:
+            self._vm_module = ireert.VmModule.copy_buffer(instance, vmfb)
+        except Exception as exc:  # the runtime raises plain RuntimeError/ValueError here
+            raise KvattnError(f"not a loadable IREE vmfb: {exc}") from None
+        self.manifest = _find_manifest(self._vm_module)
+        self.driver = driver or _default_driver(self.manifest.target)
+        try:
+            self.device = ireert.get_driver(self.driver).create_default_device()
+        except Exception as exc:
+            raise KvattnError(f"IREE driver '{self.driver}' has no usable device here: {exc}") from None
+        self._context = ireert.SystemContext(config=ireert.Config(device=self.device))
+        self._context.add_vm_module(self._vm_module)
+        self._function = self._context.modules[self._vm_module.name][self.manifest.entry]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, driver: str | None = None) -> "CompiledModule":
+        with open(path, "rb") as file:
+            return cls(file.read(), driver)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.manifest.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.manifest.outputs]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = self._checked_inputs(inputs)
+        self._check_scatter_bounds(arrays)
+        device_arrays = [ireert.asdevicearray(self.device, array) for array in arrays]
+        results = self._function(*device_arrays)
+        if not isinstance(results, (tuple, list)):
+            results = (results,)
+        return {spec.name: np.asarray(result.to_host()).astype(spec.dtype, copy=False)
+                for spec, result in zip(self.manifest.outputs, results, strict=True)}
+
+    __call__ = run
+
+    def _checked_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        expected = "\n".join(f"  {spec.describe()}" for spec in self.manifest.inputs)
+        unknown = sorted(set(inputs) - set(self.input_names))
+        missing = [name for name in self.input_names if name not in inputs]
+        if unknown or missing:
+            problems = ([f"unknown input(s) {', '.join(unknown)}"] if unknown else []) + (
+                [f"missing input(s) {', '.join(missing)}"] if missing else [])
+            raise KvattnError(f"{'; '.join(problems)}. The module expects:\n{expected}")
+        arrays = []
+        for spec in self.manifest.inputs:
+            array = np.asarray(inputs[spec.name])
+            if array.dtype != spec.dtype:
+                raise KvattnError(f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}. "
+                                  f"The module expects:\n{expected}")
+            if len(array.shape) != len(spec.shape) or any(
+                    want is not None and want != got for want, got in zip(spec.shape, array.shape)):
+                raise KvattnError(f"input '{spec.name}' has shape {list(array.shape)}, expected "
+                                  f"{list(spec.shape)}. The module expects:\n{expected}")
+            arrays.append(array)
+        return arrays
+
+    def _check_scatter_bounds(self, arrays: list[np.ndarray]) -> None:
+        by_name = dict(zip(self.input_names, arrays))
+        for bound in self.manifest.scatter_bounds:
+            indices = by_name[bound.write_indices]
+            worst = int(indices.max()) + bound.rows if indices.size else 0
+            if worst > bound.capacity or (indices.size and int(indices.min()) < 0):
+                raise KvattnError(
+                    f"TensorScatter node '{bound.node}': write_indices {bound.write_indices}={indices.tolist()} "
+                    f"plus {bound.rows} new row(s) exceed the cache length {bound.capacity} (linear mode); "
+                    f"nothing was written")
+
+
+def _find_manifest(vm_module) -> Manifest:
+    for name in vm_module.function_names:
+        reflection = vm_module.lookup_function(name).reflection
+        if REFLECTION_KEY in reflection:
+            return Manifest.from_json(reflection[REFLECTION_KEY])
+    raise KvattnError("this vmfb was not compiled by kvattn (it has no kvattn manifest)")
+
+
+def _default_driver(target: str) -> str:
+    return targets.get(target).driver
