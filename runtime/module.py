@@ -57,7 +57,8 @@ class CompiledModule:
         results = self._function(*device_arrays)
         if not isinstance(results, (tuple, list)):
             results = (results,)
-        return {spec.name: np.asarray(result.to_host()).astype(spec.dtype, copy=False)
+        # Copy out: a host view of device memory must not outlive this call's buffers.
+        return {spec.name: np.array(result.to_host(), dtype=spec.dtype, copy=True)
                 for spec, result in zip(self.manifest.outputs, results, strict=True)}
 
     __call__ = run

@@ -1,0 +1,157 @@
+"""The `kvattn` command line: compile, run, inspect, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+from kvattn.lowering.diagnostics import KvattnError
+from kvattn.runtime import compiler, targets
+
+_STAGES = ("imported", "raised", "lowered", "input") + compiler.IREE_STAGES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except KvattnError as exc:
+        print(f"kvattn: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kvattn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvattn",
+        description="Compile ONNX models that use Attention / TensorScatter to IREE modules, run them, "
+                    "and show the IR at every stage.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    target_help = "; ".join(f"{t.name}: {t.description}" for t in targets.TARGETS.values())
+
+    p = sub.add_parser("compile", help="compile an .onnx model to a .vmfb",
+                       description="Compile an ONNX model to an IREE .vmfb module.")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, help="where to write the .vmfb")
+    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS), help=target_help)
+    p.add_argument("--dump-ir", metavar="DIR",
+                   help="write the IR after each kvattn stage (and iree-compile's phases under DIR/iree)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(handler=_compile)
+
+    p = sub.add_parser("run", help="run a .vmfb (or an .onnx, compiled and cached first)",
+                       description="Run a compiled module with inputs from .npy files and print or save its outputs. "
+                                   "An .onnx argument is compiled first; the vmfb is cached by content and flags "
+                                   f"(in $KVATTN_CACHE_DIR, default {compiler.cache_dir()}).")
+    p.add_argument("model", help="a .vmfb made by kvattn, or an .onnx file")
+    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE.npy",
+                   help="one model input from a .npy file; repeat for each input")
+    p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy instead of printing it")
+    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS),
+                   help="target when compiling an .onnx argument")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("inspect", help="show the IR at a stage, or a summary of the compilation",
+                       description="Without --stage: which ONNX nodes became which kvattn ops, what each lowered "
+                                   "to, and how many dispatches the module has. With --stage: the IR at that stage "
+                                   "(kvattn stages: imported, raised, lowered, input; IREE stages via --compile-to).")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--stage", choices=_STAGES, help="print the IR at this stage")
+    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS), help="target for IREE stages")
+    p.set_defaults(handler=_inspect)
+
+    p = sub.add_parser("demo", help="compile and run a built-in decode-step model, checked against onnx.reference",
+                       description="Build a decode step (two TensorScatter cache updates + Attention-24 with GQA and "
+                                   "nonpad_kv_seqlen), compile it, run 8 decode steps feeding the caches back, and "
+                                   "check every step against onnx.reference.")
+    p.add_argument("--steps", type=int, default=8, help="decode steps to run (default 8)")
+    p.set_defaults(handler=_demo)
+    return parser
+
+
+def _progress(args):
+    if args.quiet:
+        return None
+    return lambda message: print(f"kvattn: {message}", file=sys.stderr, flush=True)
+
+
+def _compile(args) -> int:
+    compiled = compiler.compile_model(args.model, args.target, args.dump_ir, progress=_progress(args))
+    pathlib.Path(args.output).write_bytes(compiled.vmfb)
+    if not args.quiet:
+        print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes)", file=sys.stderr)
+    return 0
+
+
+def _run(args) -> int:
+    from kvattn.runtime.module import CompiledModule
+
+    path = pathlib.Path(args.model)
+    if not path.is_file():
+        raise KvattnError(f"'{path}': no such file")
+    if path.suffix == ".onnx":
+        module = CompiledModule(compiler.compile_cached(path, args.target, _progress(args)))
+    else:
+        module = CompiledModule.load(path)
+    outputs = module.run(_read_inputs(args.input))
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name, array in outputs.items():
+            np.save(pathlib.Path(args.output_dir) / f"{_file_name(name)}.npy", array)
+        if not args.quiet:
+            print(f"kvattn: saved {len(outputs)} output(s) in {args.output_dir}", file=sys.stderr)
+    else:
+        with np.printoptions(threshold=20, edgeitems=3, precision=5):
+            for name, array in outputs.items():
+                print(f"{name}: {array.dtype}{list(array.shape)}\n{array}")
+    return 0
+
+
+def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not value.startswith("@"):
+            raise KvattnError(f"--input '{spec}' must look like NAME=@FILE.npy")
+        try:
+            inputs[name] = np.load(value[1:], allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise KvattnError(f"--input {name}: cannot read '{value[1:]}' as .npy: {exc}") from None
+    return inputs
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _inspect(args) -> int:
+    from kvattn.runtime import inspect
+
+    if args.stage:
+        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target)
+        print(text)
+    else:
+        print(inspect.summary(args.model, args.target))
+    return 0
+
+
+def _demo(args) -> int:
+    from kvattn.runtime import demo
+
+    return demo.main(args.steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`kvattn inspect`: the IR at a stage, or a summary of what kvattn did with each ONNX node."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import onnx
+
+from kvattn.lowering import onnx_import
+from kvattn.runtime import compiler
+
+_PLUMBING = ("tensor.empty", "linalg.fill")  # not worth listing in "lowered to"
+_DISPATCH = re.compile(r"\bflow\.dispatch @")
+
+
+def count_dispatches(flow_ir: str) -> int:
+    return len(_DISPATCH.findall(flow_ir))
+
+
+def summary(source, target: str = "llvm-cpu") -> str:
+    model = onnx_import.load_model(source)
+    flow_ir, result = compiler.compile_to_stage(model, "flow", target)
+    named = onnx_import.with_node_names(model)
+    raised = {node.node: node for node in result.raised}
+    others = collections.Counter(n.op_type for n in named.graph.node if n.name not in raised)
+    lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}"]
+    lines += _describe_io(model)
+    lines.append("kvattn nodes:" if raised else "kvattn nodes: none")
+    width = max((len(name) for name in raised), default=0)
+    for node in result.raised:
+        lowered = ", ".join(op for op in node.lowered_to if op not in _PLUMBING)
+        lines.append(f"  {node.node:<{width}}  {node.onnx_op} → {node.kvattn_op} → {lowered}")
+    if others:
+        listed = ", ".join(f"{op} ×{count}" if count > 1 else op for op, count in sorted(others.items()))
+        lines.append(f"other nodes (IREE's ONNX lowering): {listed}")
+    lines.append(f"dispatches: {count_dispatches(flow_ir)}")
+    return "\n".join(lines)
+
+
+def _describe_io(model: onnx.ModelProto) -> list[str]:
+    initializers = {i.name for i in model.graph.initializer}
+
+    def fmt(value):
+        tensor = value.type.tensor_type
+        dims = ",".join(d.dim_param or str(d.dim_value) for d in tensor.shape.dim)
+        return f"{value.name}: {onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name}[{dims}]"
+
+    return ([f"  input  {fmt(v)}" for v in model.graph.input if v.name not in initializers]
+            + [f"  output {fmt(v)}" for v in model.graph.output])
