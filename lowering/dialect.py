@@ -179,12 +179,6 @@ def build(
     return KvOp(operation)
 
 
-def verify_all(module: ir.Module) -> None:
-    """Run every kvattn op's verifier; raises NodeError on the first problem."""
-    for op in kvattn_ops(module):
-        op.verify()
-
-
 def kvattn_ops(module: ir.Module, name: str | None = None) -> list[KvOp]:
     found = []
 

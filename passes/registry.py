@@ -12,8 +12,8 @@ from typing import Callable
 
 from iree.compiler import ir
 
-from kvattn.lowering import dialect, lower_to_iree, raise_onnx
-from kvattn.passes import iree_input
+from kvattn.lowering import lower_to_iree, raise_onnx
+from kvattn.passes import iree_input, verify_kvattn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ PASSES: dict[str, Pass] = {
     p.name: p
     for p in (
         Pass("kvattn-raise-onnx", raise_onnx.raise_onnx_ops, raise_onnx),
-        Pass("kvattn-verify", dialect.verify_all, dialect),
+        Pass("kvattn-verify", verify_kvattn.verify_kvattn_ops, verify_kvattn),
         Pass("kvattn-lower-to-iree", lower_to_iree.lower_kvattn_ops, lower_to_iree),
         Pass("iree-torch-to-input", iree_input.lower_torch_to_iree_input, iree_input),
     )

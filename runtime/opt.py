@@ -1,0 +1,62 @@
+"""`kvattn-opt`: run named kvattn passes on MLIR text and print the result (for lit tests).
+
+    kvattn-opt input.mlir --passes=kvattn-raise-onnx,kvattn-lower-to-iree
+    kvattn-opt input.mlir --passes=... --split-input-file   (chunks separated by `// -----`)
+
+Errors are printed as `error: <message>` and make the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from iree.compiler import ir
+
+from kvattn.lowering import onnx_import
+from kvattn.lowering.diagnostics import KvattnError
+from kvattn.passes import registry
+
+SPLIT_MARKER = "// -----"
+
+
+def main(argv: list[str] | None = None) -> int:
+    listing = "\n".join(f"  {p.name:<24} {p.summary}" for p in registry.PASSES.values())
+    parser = argparse.ArgumentParser(
+        prog="kvattn-opt", description="Run kvattn passes on MLIR text.",
+        epilog=f"passes:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="MLIR file, or - for standard input")
+    parser.add_argument("--passes", default="", help="comma-separated pass names, run in order")
+    parser.add_argument("--split-input-file", action="store_true",
+                        help=f"process each chunk between '{SPLIT_MARKER}' lines separately")
+    args = parser.parse_args(argv)
+    try:
+        passes = [registry.get(name) for name in args.passes.split(",") if name]
+    except KeyError as exc:
+        parser.error(exc.args[0])
+    text = sys.stdin.read() if args.input == "-" else open(args.input).read()
+    chunks = text.split(f"\n{SPLIT_MARKER}\n") if args.split_input_file else [text]
+    failed = False
+    for index, chunk in enumerate(chunks):
+        if index:
+            print(SPLIT_MARKER)
+        try:
+            print(run_passes(chunk, passes))
+        except (KvattnError, ir.MLIRError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def run_passes(text: str, passes: list[registry.Pass]) -> str:
+    context = onnx_import.make_context()
+    with context, ir.Location.unknown():
+        module = ir.Module.parse(text)
+        for p in passes:
+            p.run(module)
+        module.operation.verify()
+        return str(module)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

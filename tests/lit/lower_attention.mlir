@@ -1,0 +1,83 @@
+// RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --split-input-file | filecheck %s
+
+// GQA (8 query heads over 2 KV heads): Q is expanded to [B, Hkv, G, S, D] and the maps read
+// K/V once per KV head (no repeat). Causal without cache: key j allowed iff j <= i.
+//   CHECK-DAG: #[[$Q:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d2, d3, d5)>
+//   CHECK-DAG: #[[$K:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d4, d5)>
+//   CHECK-DAG: #[[$V:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d4, d6)>
+//   CHECK-DAG: #[[$M:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d3, d4)>
+//   CHECK-DAG: #[[$O:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d2, d3, d6)>
+// CHECK-LABEL: func.func @gqa_causal
+//  CHECK-SAME:   %[[Q:[a-z0-9]+]]: tensor<1x8x4x16xf32>, %[[K:[a-z0-9]+]]: tensor<1x2x4x16xf32>, %[[V:[a-z0-9]+]]: tensor<1x2x4x16xf32>
+//       CHECK:   %[[QE:.*]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [1, 2, 4, 4, 16]
+//       CHECK:   %[[SCALE:.*]] = arith.constant 2.500000e-01 : f32
+//       CHECK:   %[[BIAS:.*]] = linalg.generic
+//       CHECK:     arith.cmpi sle
+//       CHECK:   } -> tensor<4x4xf32>
+//       CHECK:   %[[ATT:.*]] = iree_linalg_ext.attention <indexing_maps = [#[[$Q]], #[[$K]], #[[$V]], #{{.*}}, #[[$M]], #[[$O]]]>
+//  CHECK-SAME:     ins(%[[QE]], %[[K]], %[[V]], %[[SCALE]], %[[BIAS]] :
+//  CHECK-SAME:     outs(%{{.*}} : tensor<1x2x4x4x16xf32>)
+// Fully masked rows become zeros instead of NaN.
+//       CHECK:   arith.maximumf
+//       CHECK:   %[[GUARDED:.*]] = linalg.generic {{.*}} ins(%[[ATT]]
+//       CHECK:     arith.cmpf oeq
+//       CHECK:   %[[Y:.*]] = tensor.collapse_shape %[[GUARDED]] {{\[}}[0], [1, 2], [3], [4]] : tensor<1x2x4x4x16xf32> into tensor<1x8x4x16xf32>
+//       CHECK:   return %[[Y]]
+func.func @gqa_causal(%q: tensor<1x8x4x16xf32>, %k: tensor<1x2x4x16xf32>, %v: tensor<1x2x4x16xf32>) -> tensor<1x8x4x16xf32> {
+  %0 = "kvattn.attention"(%q, %k, %v) {is_causal = 1 : i64, onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x4x16xf32>, tensor<1x2x4x16xf32>, tensor<1x2x4x16xf32>) -> tensor<1x8x4x16xf32>
+  return %0 : tensor<1x8x4x16xf32>
+}
+
+// -----
+
+// No mask of any kind: no bias operand and no guard.
+// CHECK-LABEL: func.func @plain
+//       CHECK:   iree_linalg_ext.attention
+//  CHECK-SAME:     ins(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<1x2x1x4x8xf32>, tensor<1x2x6x8xf32>, tensor<1x2x6x8xf32>, f32)
+//   CHECK-NOT:   linalg.generic
+func.func @plain(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x6x8xf32>, %v: tensor<1x2x6x8xf32>) -> tensor<1x2x4x8xf32> {
+  %0 = "kvattn.attention"(%q, %k, %v) {scale = 1.000000e-01 : f32, onnx_node = "plain", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x4x8xf32>, tensor<1x2x6x8xf32>, tensor<1x2x6x8xf32>) -> tensor<1x2x4x8xf32>
+  return %0 : tensor<1x2x4x8xf32>
+}
+
+// -----
+
+// 3D inputs with an internal cache: K/V are transposed once into the present cache
+// [B, Hkv, P+L, D] (past at 0, new rows at P); the bool mask [3, 4] is padded with false up to
+// the 5 keys; Q keeps its [B, S, Hkv, G, D] layout and the maps absorb it.
+//   CHECK-DAG: #[[$Q3:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d3, d1, d2, d5)>
+//   CHECK-DAG: #[[$O3:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d3, d1, d2, d6)>
+// CHECK-LABEL: func.func @mha_3d_past
+//  CHECK-SAME:   %[[MASK:[a-z0-9]+]]: tensor<3x4xi1>, %[[PK:[a-z0-9]+]]: tensor<1x2x2x8xf32>
+//       CHECK:   %[[KT:.*]] = linalg.transpose ins(%{{.*}} : tensor<1x3x2x8xf32>) outs(%{{.*}} : tensor<1x2x3x8xf32>) permutation = [0, 2, 1, 3]
+//       CHECK:   %[[P0:.*]] = tensor.insert_slice %[[PK]] into %{{.*}}[0, 0, 0, 0] [1, 2, 2, 8] [1, 1, 1, 1]
+//       CHECK:   %[[PRESENT_K:.*]] = tensor.insert_slice %[[KT]] into %[[P0]][0, 0, 2, 0] [1, 2, 3, 8] [1, 1, 1, 1]
+//       CHECK:   tensor.pad %[[MASK]] low[0, 0] high[0, 1]
+//       CHECK:     tensor.yield %false
+//       CHECK:   iree_linalg_ext.attention <indexing_maps = [#[[$Q3]], {{.*}}, #[[$O3]]]>
+//  CHECK-SAME:     ins(%{{.*}}, %[[PRESENT_K]], %{{.*}} : tensor<1x3x2x1x8xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>, f32, tensor<3x5xf32>)
+//       CHECK:   tensor.collapse_shape %{{.*}} {{\[}}[0], [1], [2, 3, 4]] : tensor<1x3x2x1x8xf32> into tensor<1x3x16xf32>
+//       CHECK:   return %{{.*}}, %[[PRESENT_K]], %{{.*}} : tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>
+func.func @mha_3d_past(%q: tensor<1x3x16xf32>, %k: tensor<1x3x16xf32>, %v: tensor<1x3x16xf32>, %mask: tensor<3x4xi1>, %pk: tensor<1x2x2x8xf32>, %pv: tensor<1x2x2x8xf32>) -> (tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>) {
+  %0:3 = "kvattn.attention"(%q, %k, %v, %mask, %pk, %pv) {kv_num_heads = 2 : i64, q_num_heads = 2 : i64, onnx_node = "attn3d", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0>, resultSegmentSizes = array<i32: 1, 1, 1, 0>} : (tensor<1x3x16xf32>, tensor<1x3x16xf32>, tensor<1x3x16xf32>, tensor<3x4xi1>, tensor<1x2x2x8xf32>, tensor<1x2x2x8xf32>) -> (tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>)
+  return %0#0, %0#1, %0#2 : tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>
+}
+
+// -----
+
+// nonpad_kv_seqlen gives the bias a batch dim: keys j < nonpad[b], causal frontier
+// j <= i + nonpad[b] - S.
+//   CHECK-DAG: #[[$NP:.*]] = affine_map<(d0, d1, d2) -> (d0)>
+//   CHECK-DAG: #[[$MB:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d3, d4)>
+// CHECK-LABEL: func.func @decode_nonpad
+//  CHECK-SAME:   %[[NONPAD:[a-z0-9]+]]: tensor<2xi64>
+//       CHECK:   linalg.generic {indexing_maps = [#[[$NP]], {{.*}}]{{.*}} ins(%[[NONPAD]] : tensor<2xi64>)
+//       CHECK:     arith.cmpi slt
+//       CHECK:     arith.subi
+//       CHECK:     arith.cmpi sle
+//       CHECK:   } -> tensor<2x1x16xf32>
+//       CHECK:   iree_linalg_ext.attention <indexing_maps = [{{.*}}, #[[$MB]], {{.*}}]>
+func.func @decode_nonpad(%q: tensor<2x4x1x8xf32>, %k: tensor<2x2x16x8xf32>, %v: tensor<2x2x16x8xf32>, %nonpad: tensor<2xi64>) -> tensor<2x4x1x8xf32> {
+  %0 = "kvattn.attention"(%q, %k, %v, %nonpad) {is_causal = 1 : i64, onnx_node = "decode", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 1>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<2x4x1x8xf32>, tensor<2x2x16x8xf32>, tensor<2x2x16x8xf32>, tensor<2xi64>) -> tensor<2x4x1x8xf32>
+  return %0 : tensor<2x4x1x8xf32>
+}
