@@ -101,11 +101,12 @@ def _run(args) -> int:
     path = pathlib.Path(args.model)
     if not path.is_file():
         raise KvattnError(f"'{path}': no such file")
+    inputs = _read_inputs(args.input)
     if path.suffix == ".onnx":
         module = CompiledModule(compiler.compile_cached(path, args.target, _progress(args)))
     else:
         module = CompiledModule.load(path)
-    outputs = module.run(_read_inputs(args.input))
+    outputs = module.run(inputs)
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
         for name, array in outputs.items():

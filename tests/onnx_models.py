@@ -1,0 +1,41 @@
+"""Small ONNX models built with onnx.helper for the numeric and CLI tests, and the comparison
+of kvattn against onnx.reference on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from kvattn.runtime import backend
+
+_ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
+            np.dtype(np.int64): TensorProto.INT64, np.dtype(bool): TensorProto.BOOL}
+
+
+def single_node_model(op_type: str, inputs: dict[str, np.ndarray], input_names: list[str],
+                      output_shapes: dict[str, tuple[tuple[int, ...], np.dtype]], opset: int,
+                      node_name: str = "", **attributes) -> onnx.ModelProto:
+    """One node; `input_names` may contain "" for omitted optional inputs."""
+    node = helper.make_node(op_type, input_names, list(output_shapes), name=node_name, **attributes)
+    graph = helper.make_graph(
+        [node], f"{op_type.lower()}_model",
+        [helper.make_tensor_value_info(n, _ELEMENT[a.dtype], a.shape) for n, a in inputs.items()],
+        [helper.make_tensor_value_info(n, _ELEMENT[np.dtype(d)], s) for n, (s, d) in output_shapes.items() if n],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def compare_with_reference(model: onnx.ModelProto, inputs: dict[str, np.ndarray], rtol: float, atol: float):
+    """Run kvattn and onnx.reference on the same inputs and assert every output matches."""
+    got = backend.prepare(model).run(dict(inputs))
+    expected = ReferenceEvaluator(model).run(None, dict(inputs))
+    assert len(got) == len(expected)
+    for output, (g, e) in zip(model.graph.output, zip(got, expected)):
+        assert g.shape == e.shape, output.name
+        np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
+                                   err_msg=f"output {output.name}")
+    return got, expected

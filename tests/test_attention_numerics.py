@@ -1,0 +1,105 @@
+"""kvattn.attention against onnx.reference on configurations beyond the conformance cases:
+GQA/MQA, 3D and 4D, internal and external caches, masks of each kind and rank, windows, fp16,
+fully masked rows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tests.onnx_models import compare_with_reference, single_node_model
+
+
+@dataclasses.dataclass
+class Config:
+    batch: int = 1
+    q_heads: int = 4
+    kv_heads: int = 4
+    query_len: int = 3
+    kv_len: int = 5
+    head: int = 8
+    value_head: int | None = None
+    past: int = 0
+    rank: int = 4
+    mask: tuple | None = None  # (shape, "bool" | "float")
+    nonpad: tuple | None = None
+    dtype: type = np.float32
+    opset: int = 24
+    attrs: dict = dataclasses.field(default_factory=dict)
+
+
+CONFIGS = {
+    "mha": Config(),
+    "gqa_causal_past": Config(q_heads=8, kv_heads=2, past=5, attrs={"is_causal": 1}, opset=23),
+    "mqa_bool_mask_4d_broadcast": Config(batch=2, q_heads=6, kv_heads=1, mask=((1, 6, 3, 5), "bool")),
+    "gqa_3d_float_head_mask_past": Config(batch=2, q_heads=6, kv_heads=3, past=2, rank=3,
+                                          mask=((6, 3, 7), "float"), opset=23),
+    "diff_value_head": Config(q_heads=4, kv_heads=2, value_head=12, attrs={"scale": 0.3}),
+    "short_float_mask_padded": Config(kv_len=9, mask=((3, 6), "float")),
+    "decode_nonpad_causal_window": Config(batch=3, q_heads=8, kv_heads=2, query_len=1, kv_len=16,
+                                          nonpad=(5, 16, 9), attrs={"is_causal": 1, "left_window_size": 4},
+                                          opset=25),
+    "prefill_nonpad_batch": Config(batch=2, q_heads=4, kv_heads=2, query_len=4, kv_len=10, nonpad=(4, 10),
+                                   attrs={"is_causal": 1}),
+    "bidirectional_window_3d": Config(rank=3, q_heads=2, kv_heads=2, query_len=6, kv_len=6,
+                                      attrs={"left_window_size": 1, "right_window_size": 2}, opset=25),
+    "fp16_gqa_causal": Config(q_heads=4, kv_heads=2, query_len=5, kv_len=5, dtype=np.float16,
+                              attrs={"is_causal": 1}),
+    "nonpad_zero_gives_zero_rows": Config(batch=2, query_len=1, kv_len=8, nonpad=(0, 3)),
+}
+
+
+def _inputs(config: Config, rng):
+    value_head = config.value_head or config.head
+    shape = lambda heads, length, size: (  # noqa: E731
+        (config.batch, heads, length, size) if config.rank == 4 else (config.batch, length, heads * size))
+    inputs = {
+        "Q": rng.standard_normal(shape(config.q_heads, config.query_len, config.head)),
+        "K": rng.standard_normal(shape(config.kv_heads, config.kv_len, config.head)),
+        "V": rng.standard_normal(shape(config.kv_heads, config.kv_len, value_head)),
+    }
+    inputs = {k: v.astype(config.dtype) for k, v in inputs.items()}
+    names = ["Q", "K", "V", "", "", "", ""]
+    if config.mask:
+        mask_shape, kind = config.mask
+        inputs["attn_mask"] = (rng.random(mask_shape) > 0.3 if kind == "bool"
+                               else rng.standard_normal(mask_shape).astype(config.dtype))
+        names[3] = "attn_mask"
+    if config.past:
+        for name, size in (("past_key", config.head), ("past_value", value_head)):
+            inputs[name] = rng.standard_normal((config.batch, config.kv_heads, config.past, size)).astype(config.dtype)
+        names[4:6] = ["past_key", "past_value"]
+    if config.nonpad:
+        inputs["nonpad_kv_seqlen"] = np.array(config.nonpad, dtype=np.int64)
+        names[6] = "nonpad_kv_seqlen"
+    while names[-1] == "":
+        names.pop()
+    return inputs, names
+
+
+def _outputs(config: Config):
+    value_head = config.value_head or config.head
+    y = ((config.batch, config.q_heads, config.query_len, value_head) if config.rank == 4
+         else (config.batch, config.query_len, config.q_heads * value_head))
+    outputs = {"Y": (y, config.dtype)}
+    if config.past:
+        total = config.past + config.kv_len
+        outputs["present_key"] = ((config.batch, config.kv_heads, total, config.head), config.dtype)
+        outputs["present_value"] = ((config.batch, config.kv_heads, total, value_head), config.dtype)
+    return outputs
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_attention_matches_reference(name):
+    config = CONFIGS[name]
+    inputs, names = _inputs(config, np.random.default_rng(sorted(CONFIGS).index(name)))
+    attrs = dict(config.attrs)
+    if config.rank == 3:
+        attrs.update(q_num_heads=config.q_heads, kv_num_heads=config.kv_heads)
+    model = single_node_model("Attention", inputs, names, _outputs(config), config.opset, **attrs)
+    tolerance = 2e-3 if config.dtype == np.float16 else 1e-5
+    got, _ = compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
+    if name == "nonpad_zero_gives_zero_rows":
+        assert not np.isnan(got[0]).any() and np.all(got[0][0] == 0)

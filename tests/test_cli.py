@@ -1,0 +1,150 @@
+"""The `kvattn` command line, end to end, including what users get wrong."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from kvattn.runtime import cli, demo
+from tests.onnx_models import single_node_model
+
+
+@pytest.fixture(scope="module")
+def decode_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "decode.onnx"
+    onnx.save(demo.decode_step_model(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def decode_inputs(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    directory = tmp_path_factory.mktemp("inputs")
+    arrays = {}
+    for value in demo.decode_step_model().graph.input:
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        if value.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            arrays[value.name] = np.array([2, 5], dtype=np.int64) + (value.name == "nonpad_kv_seqlen")
+        else:
+            arrays[value.name] = rng.standard_normal(shape).astype(np.float32)
+        np.save(directory / f"{value.name}.npy", arrays[value.name])
+    flags = [arg for name in arrays for arg in ("--input", f"{name}=@{directory / name}.npy")]
+    return arrays, flags
+
+
+def _kvattn(*args, env=None):
+    """Run the installed console script the way a user does."""
+    return subprocess.run(["kvattn", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_help_lists_every_command():
+    result = _kvattn("--help")
+    assert result.returncode == 0
+    for command in ("compile", "run", "inspect", "demo"):
+        assert command in result.stdout
+
+
+def test_compile_then_run_matches_reference(tmp_path, decode_onnx, decode_inputs, capsys):
+    arrays, flags = decode_inputs
+    vmfb = tmp_path / "decode.vmfb"
+    assert cli.main(["compile", str(decode_onnx), "-o", str(vmfb), "--dump-ir", str(tmp_path / "ir")]) == 0
+    assert vmfb.stat().st_size > 0
+    dumped = sorted(p.name for p in (tmp_path / "ir").glob("*.mlir"))
+    assert dumped == ["00-imported.mlir", "01-raised.mlir", "02-lowered.mlir", "03-input.mlir"]
+    assert '"kvattn.attention"' in (tmp_path / "ir" / "01-raised.mlir").read_text()
+    assert "iree_linalg_ext.attention" in (tmp_path / "ir" / "02-lowered.mlir").read_text()
+    assert any((tmp_path / "ir" / "iree").iterdir())
+
+    assert cli.main(["run", str(vmfb), *flags, "--output-dir", str(tmp_path / "out"), "-q"]) == 0
+    expected = ReferenceEvaluator(demo.decode_step_model()).run(None, arrays)
+    for name, want in zip(["output", "present_key", "present_value"], expected):
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_run_onnx_compiles_once_then_uses_the_cache(tmp_path, decode_onnx, decode_inputs):
+    _, flags = decode_inputs
+    env = dict(os.environ, KVATTN_CACHE_DIR=str(tmp_path / "cache"))
+    first = _kvattn("run", decode_onnx, *flags, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "output: float32[2, 8, 1, 16]" in first.stdout
+    assert len(list((tmp_path / "cache").glob("*.vmfb"))) == 1
+    second = _kvattn("run", decode_onnx, *flags, env=env)
+    assert second.returncode == 0 and "using cached" in second.stderr
+    assert second.stdout == first.stdout
+
+
+def test_inspect_summary_and_stages(decode_onnx, capsys):
+    assert cli.main(["inspect", str(decode_onnx)]) == 0
+    summary = capsys.readouterr().out
+    assert "decode_attention    Attention → kvattn.attention → " in summary
+    assert "iree_linalg_ext.attention" in summary and "iree_linalg_ext.scatter" in summary
+    assert "dispatches: " in summary
+    assert cli.main(["inspect", str(decode_onnx), "--stage", "raised"]) == 0
+    assert '"kvattn.tensor_scatter"' in capsys.readouterr().out
+    assert cli.main(["inspect", str(decode_onnx), "--stage", "flow"]) == 0
+    assert "flow.dispatch" in capsys.readouterr().out
+
+
+def test_demo_passes():
+    result = _kvattn("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS: 8 decode steps match onnx.reference" in result.stdout
+    assert result.stdout.count("step ") >= 8
+
+
+def _assert_user_error(result, *fragments):
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "kvattn: error: " in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_truncated_model_is_a_clear_error(tmp_path, decode_onnx):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(decode_onnx.read_bytes()[:200])
+    _assert_user_error(_kvattn("compile", truncated, "-o", tmp_path / "x.vmfb"), "truncated.onnx")
+    assert not (tmp_path / "x.vmfb").exists()
+
+
+def test_non_onnx_file_is_a_clear_error(tmp_path):
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n")
+    _assert_user_error(_kvattn("inspect", text), "notes.onnx")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    _assert_user_error(_kvattn("compile", tmp_path / "nope.onnx", "-o", tmp_path / "x.vmfb"), "no such file")
+
+
+def test_unsupported_attribute_names_node_and_attribute(tmp_path):
+    q = np.zeros((1, 2, 4, 8), np.float32)
+    model = single_node_model("Attention", {"Q": q, "K": q, "V": q}, ["Q", "K", "V"],
+                              {"Y": ((1, 2, 4, 8), np.float32)}, 23, node_name="capped_attention", softcap=30.0)
+    path = tmp_path / "softcap.onnx"
+    onnx.save(model, path)
+    _assert_user_error(_kvattn("compile", path, "-o", tmp_path / "x.vmfb"),
+                       "Attention node 'capped_attention'", "softcap=30.0", "not supported yet")
+
+
+def test_wrong_input_name_lists_expected_inputs(tmp_path, decode_onnx, decode_inputs):
+    _, flags = decode_inputs
+    flags = [f.replace("query=", "querry=") for f in flags]
+    env = dict(os.environ, KVATTN_CACHE_DIR=str(tmp_path / "cache"))
+    _assert_user_error(_kvattn("run", decode_onnx, *flags, env=env),
+                       "unknown input(s) querry", "missing input(s) query", "query: float32[2,8,1,16]")
+
+
+def test_malformed_input_flag(tmp_path, decode_onnx):
+    _assert_user_error(_kvattn("run", decode_onnx, "--input", "query=file.npy"), "NAME=@FILE.npy")
+
+
+def test_module_entry_point_matches_console_script():
+    result = subprocess.run([sys.executable, "-m", "kvattn.runtime.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "inspect" in result.stdout
