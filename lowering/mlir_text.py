@@ -48,7 +48,7 @@ class FunctionWriter:
 
     def __init__(self, location: str, indent: str = "  "):
         self.lines: list[str] = []
-        self._location = location.replace('"', "'")
+        self._location = location.replace("\\", "/").replace('"', "'")
         self._indent = indent
         self._count = 0
 

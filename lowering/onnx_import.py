@@ -10,6 +10,7 @@ kvattn ops.
 from __future__ import annotations
 
 import os
+import warnings
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -79,7 +80,10 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
     module = info.create_module(context=context)
     importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
     try:
-        importer.import_all()
+        with warnings.catch_warnings():
+            # Omitted optional outputs ("") have no type proto; they import as !torch.none.
+            warnings.filterwarnings("ignore", message="Found a node without a valid type proto")
+            importer.import_all()
     except onnx_importer.OnnxImportError as exc:
         raise KvattnError(f"IREE's ONNX importer rejected the model: {exc}") from None
     return module
