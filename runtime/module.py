@@ -14,7 +14,7 @@ import numpy as np
 import iree.runtime as ireert
 
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.runtime import targets
+from kvattn.runtime import device_buffers, targets
 from kvattn.runtime.manifest import REFLECTION_KEY, Manifest
 
 
@@ -33,9 +33,9 @@ class CompiledModule:
             self.device = ireert.get_driver(self.driver).create_default_device()
         except Exception as exc:
             raise KvattnError(f"IREE driver '{self.driver}' has no usable device here: {exc}") from None
-        self._context = ireert.SystemContext(config=ireert.Config(device=self.device))
-        self._context.add_vm_module(self._vm_module)
-        self._function = self._context.modules[self._vm_module.name][self.manifest.entry]
+        self._vm_context = ireert.VmContext(instance, [ireert.create_hal_module(instance, self.device),
+                                                       self._vm_module])
+        self._function = self._vm_module.lookup_function(self.manifest.entry)
 
     @classmethod
     def load(cls, path: str | os.PathLike, driver: str | None = None) -> "CompiledModule":
@@ -53,13 +53,14 @@ class CompiledModule:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = self._checked_inputs(inputs)
         self._check_scatter_bounds(arrays)
-        device_arrays = [ireert.asdevicearray(self.device, array) for array in arrays]
-        results = self._function(*device_arrays)
-        if not isinstance(results, (tuple, list)):
-            results = (results,)
-        # Copy out: a host view of device memory must not outlive this call's buffers.
-        return {spec.name: np.array(result.to_host(), dtype=spec.dtype, copy=True)
-                for spec, result in zip(self.manifest.outputs, results, strict=True)}
+        arguments = ireert.VmVariantList(len(arrays))
+        for array in arrays:
+            arguments.push_ref(device_buffers.upload(self.device, array))
+        results = ireert.VmVariantList(len(self.manifest.outputs))
+        self._vm_context.invoke(self._function, arguments, results)
+        return {spec.name: device_buffers.download(self.device, results.get_as_object(i, ireert.HalBufferView),
+                                                   spec.dtype)
+                for i, spec in enumerate(self.manifest.outputs)}
 
     __call__ = run
 
