@@ -12,6 +12,8 @@ l key position, d head size, e value head size; ONNX query head = h·G + g):
           only the dims it varies in; offset = past length | nonpad_kv_seqlen[b] - S | 0
   Y     = iree_linalg_ext.attention(Q, K, V, scale, bias), rows whose bias is all -inf set to 0
           (IREE would give NaN; ONNX wants zeros), collapsed back to ONNX's output layout.
+Target choices (LoweringOptions): transpose 3D inputs to [B,H,S,D] instead of absorbing their
+layout in the maps; compute fp16/bf16 attention in f32.
 Not lowered yet (clear error): softcap, the qk_matmul_output output.
 """
 
@@ -22,31 +24,39 @@ import math
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
+from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.tensor_types import TensorType
 
 DIMS = ("b", "h", "g", "s", "l", "d", "e")  # the attention's iteration space
 
 
-def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict[str, Value]:
+def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
+                    options: LoweringOptions) -> dict[str, Value]:
     _check_supported(op)
     shapes = _Shapes(op, args)
+    element = args["Q"].type.element
     q, q_roles = _query(w, args["Q"], shapes)
     key, key_roles, present_key = _keys_or_values(w, op, args, "K", "past_key", "present_key", shapes.head_k, shapes)
     value, value_roles, present_value = _keys_or_values(
         w, op, args, "V", "past_value", "present_value", shapes.head_v, shapes)
+    if not options.attention_layout_in_maps:
+        q, q_roles = _transpose_to(w, q, q_roles, ("b", "h", "g", "s", "d"))
+        key, key_roles = _transpose_to(w, key, key_roles, ("b", "h", "l", "d"))
+        value, value_roles = _transpose_to(w, value, value_roles, ("b", "h", "l", "d"))
     value_roles = tuple("e" if r == "d" else r for r in value_roles)
+    compute = "f32" if options.attention_in_f32 else element
+    q, key, value = (_convert(w, x, compute) for x in (q, key, value))
 
-    out_roles = ("b", "h", "g", "s", "e") if not shapes.rank3 else ("b", "s", "h", "g", "e")
-    out_type = q.type.with_shape([shapes.size[r] for r in out_roles])
-    element = q.type.element
+    out_roles = tuple("e" if r == "d" else r for r in q_roles)
+    out_type = TensorType(tuple(shapes.size[r] for r in out_roles), compute)
     scale = op.attr("scale")
-    scale = w.constant(1.0 / math.sqrt(shapes.head_q) if scale is None else scale, element)
+    scale = w.constant(1.0 / math.sqrt(shapes.head_q) if scale is None else scale, compute)
 
-    bias = _bias(w, op, args, shapes)
+    bias = _bias(w, op, args, shapes, compute)
     operands = [(q, q_roles), (key, key_roles), (value, value_roles)]
     maps = [affine_map(DIMS, roles) for _, roles in operands] + [affine_map(DIMS, [])]
     ins = [str(v) for v, _ in operands] + [str(scale)]
-    types = [v.mlir_type for v, _ in operands] + [element]
+    types = [v.mlir_type for v, _ in operands] + [compute]
     if bias is not None:
         maps.append(affine_map(DIMS, bias[1]))
         ins.append(str(bias[0]))
@@ -56,19 +66,37 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict
     attention = w.fresh("attn")
     w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]> "
            f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {out_type.mlir}) {{")
-    w.line(f"^bb0(%score: f32):")
-    w.line(f"  iree_linalg_ext.yield %score : f32")
+    w.line("^bb0(%score: f32):")
+    w.line("  iree_linalg_ext.yield %score : f32")
     w.line(f"}} -> {out_type.mlir}")
     out = Value(attention, out_type)
     if bias is not None:
         out = _zero_fully_masked_rows(w, out, out_roles, *bias)
-    groups = [[0], [1, 2], [3], [4]] if not shapes.rank3 else [[0], [1], [2, 3, 4]]
+    out = _convert(w, out, element)
+    onnx_roles = ("b", "s", "h", "g", "e") if shapes.rank3 else ("b", "h", "g", "s", "e")
+    out, _ = _transpose_to(w, out, out_roles, onnx_roles)
+    groups = [[0], [1], [2, 3, 4]] if shapes.rank3 else [[0], [1, 2], [3], [4]]
     results = {"Y": w.collapse_shape(out, groups)}
     if op.result("present_key") is not None:
         results["present_key"] = present_key
     if op.result("present_value") is not None:
         results["present_value"] = present_value
     return results
+
+
+def _transpose_to(w: FunctionWriter, value: Value, roles, wanted) -> tuple[Value, tuple[str, ...]]:
+    if tuple(roles) == tuple(wanted):
+        return value, tuple(roles)
+    return w.transpose(value, [roles.index(r) for r in wanted]), tuple(wanted)
+
+
+def _convert(w: FunctionWriter, value: Value, element: str) -> Value:
+    """Elementwise float conversion of a tensor (no-op when it already has that type)."""
+    if value.type.element == element:
+        return value
+    dims = [f"d{i}" for i in range(value.type.rank)]
+    return w.generic(dims, [(value, dims)], w.empty(value.type.with_element(element)),
+                     lambda b, block: _float_cast(b, block[0], element))
 
 
 def _check_supported(op: KvOp) -> None:
@@ -150,7 +178,7 @@ def _keys_or_values(w, op: KvOp, args, name, past_name, present_name, head, shap
     return present, roles, present
 
 
-def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes):
+def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes, element: str):
     """The combined additive mask and the roles it is indexed by, or None when nothing masks."""
     mask, nonpad = args.get("attn_mask"), args.get("nonpad_kv_seqlen")
     causal = op.attr("is_causal") == 1
@@ -170,7 +198,6 @@ def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes):
             raise op.error(f"nonpad_kv_seqlen has shape {list(nonpad.type.shape)}, expected [{shapes.batch}]")
         inputs.append((nonpad, ["b"]))
     roles = (("b",) if batch_varies else ()) + (("h", "g") if heads_vary else ()) + ("s", "l")
-    element = args["Q"].type.element
     bias_type = TensorType(tuple(shapes.size[r] for r in roles), element)
 
     def body(b: FunctionWriter, block: list[Value]) -> Value:
@@ -180,7 +207,7 @@ def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes):
             if mask.type.element == "i1":
                 allowed = block[0]
             else:
-                additive = _to_f32(b, block[0])
+                additive = _float_cast(b, block[0], "f32")
         query = b.loop_index(roles.index("s"))
         key = b.loop_index(roles.index("l"))
         if nonpad is not None:
@@ -199,7 +226,7 @@ def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes):
             highest = b.binary("addi", frontier, b.constant(right, "i64"))
             allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, highest))
         masked = b.select(allowed, additive, b.constant(-math.inf, "f32"))
-        return _from_f32(b, masked, element)
+        return _float_cast(b, masked, element)
 
     bias = w.generic(roles, inputs, w.empty(bias_type), body)
     return bias, roles
@@ -236,16 +263,13 @@ def _broadcast_mask(w: FunctionWriter, op: KvOp, mask: Value, shapes: _Shapes):
     return mask, results
 
 
-def _to_f32(b: FunctionWriter, value: Value) -> Value:
-    if value.type == "f32":
-        return value
-    return b.cast("extf" if value.type in ("f16", "bf16") else "truncf", value, "f32")
+_FLOAT_WIDTH = {"bf16": 16, "f16": 16, "f32": 32, "f64": 64}
 
 
-def _from_f32(b: FunctionWriter, value: Value, element: str) -> Value:
-    if element == "f32":
+def _float_cast(b: FunctionWriter, value: Value, element: str) -> Value:
+    if value.type == element:
         return value
-    return b.cast("truncf" if element in ("f16", "bf16") else "extf", value, element)
+    return b.cast("extf" if _FLOAT_WIDTH[value.type] < _FLOAT_WIDTH[element] else "truncf", value, element)
 
 
 def _zero_fully_masked_rows(w: FunctionWriter, out: Value, out_roles, bias: Value, bias_roles) -> Value:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.mlir_text import FunctionWriter, Value
+from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.tensor_types import TensorType
 
 
-def lower_tensor_scatter(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict[str, Value]:
+def lower_tensor_scatter(op: KvOp, w: FunctionWriter, args: dict[str, Value],
+                         options: LoweringOptions) -> dict[str, Value]:
     cache, update = args["past_cache"], args["update"]
     rank = cache.type.rank
     axis = op.attr("axis") % rank
@@ -26,18 +28,19 @@ def lower_tensor_scatter(op: KvOp, w: FunctionWriter, args: dict[str, Value]) ->
     write_indices = args.get("write_indices")
 
     def index_body(b: FunctionWriter, block_args: list[Value]) -> Value:
+        # i32 arithmetic: cache positions fit, and some targets (SPIR-V) have no 64-bit integers.
         column = b.op(f"linalg.index {axis + 1} : index", "index", "col")
-        position = b.loop_index(axis)
+        position = b.loop_index(axis, "i32")
         if write_indices is not None:
-            position = b.binary("addi", block_args[0], position)
+            position = b.binary("addi", b.cast("trunci", block_args[0], "i32"), position)
         if op.attr("mode") == "circular":
-            position = b.binary("remsi", position, b.constant(capacity, "i64"))
+            position = b.binary("remsi", position, b.constant(capacity, "i32"))
         # Column k < a is the loop index k; column a is the cache position.
         value = position
         for k in reversed(range(axis)):
             is_k = b.compare("cmpi", "eq", column, b.op(f"arith.constant {k} : index", "index", "c"))
-            value = b.select(is_k, b.loop_index(k), value)
-        return b.cast("trunci", value, "i32")
+            value = b.select(is_k, b.loop_index(k, "i32"), value)
+        return value
 
     indices_type = TensorType((*lead, axis + 1), "i32")
     inputs = [(write_indices, ["d0"])] if write_indices is not None else []

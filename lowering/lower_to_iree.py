@@ -16,8 +16,9 @@ from kvattn.lowering.diagnostics import NodeError
 from kvattn.lowering.lower_attention import lower_attention
 from kvattn.lowering.lower_tensor_scatter import lower_tensor_scatter
 from kvattn.lowering.mlir_text import FunctionWriter, Value, splice
+from kvattn.lowering.options import LoweringOptions
 
-Rule = Callable[[dialect.KvOp, FunctionWriter, dict[str, Value]], dict[str, Value]]
+Rule = Callable[[dialect.KvOp, FunctionWriter, dict[str, Value], LoweringOptions], dict[str, Value]]
 
 RULES: dict[str, Rule] = {
     dialect.ATTENTION.name: lower_attention,
@@ -25,7 +26,7 @@ RULES: dict[str, Rule] = {
 }
 
 
-def lower_kvattn_ops(module: ir.Module) -> dict[str, list[str]]:
+def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptions()) -> dict[str, list[str]]:
     """Lower all kvattn ops; returns, per ONNX node, the names of the ops it lowered to."""
     lowered = {}
     for op in dialect.kvattn_ops(module):
@@ -33,15 +34,15 @@ def lower_kvattn_ops(module: ir.Module) -> dict[str, list[str]]:
         if rule is None:
             raise NodeError(op.spec.onnx_op, op.node, f"no lowering rule for {op.spec.name}")
         node = op.node  # read before the op is replaced
-        lowered[node] = lower_op(op, rule)
+        lowered[node] = lower_op(op, rule, options)
     return lowered
 
 
-def lower_op(op: dialect.KvOp, rule: Rule) -> list[str]:
+def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> list[str]:
     writer = FunctionWriter(op.node)
     args = {name: Value(f"%{name}", op.operand_type(name))
             for name in op.spec.operands if op.operand(name) is not None}
-    results = rule(op, writer, args)
+    results = rule(op, writer, args, options)
     present = op.present_results()
     text = writer.function("lowered", list(args.values()), [results[name] for name, _ in present])
     moved = splice(op.operation, text, [op.operand(name) for name in args], [value for _, value in present])

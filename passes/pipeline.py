@@ -17,6 +17,7 @@ import onnx
 from iree.compiler import ir
 
 from kvattn.lowering import onnx_import
+from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import registry
 
 KVATTN_STAGES = ("imported", "raised", "lowered", "input")
@@ -43,7 +44,8 @@ class PipelineResult:
 
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
-        on_stage: Callable[[str, ir.Module], None] | None = None) -> PipelineResult:
+        on_stage: Callable[[str, ir.Module], None] | None = None,
+        options: LoweringOptions = LoweringOptions()) -> PipelineResult:
     """Import the (checked) model and run the stages up to and including `until`; `on_stage`
     is called with each stage's name and module as it is reached."""
     if until not in KVATTN_STAGES:
@@ -57,7 +59,7 @@ def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
             on_stage("imported", module)
         for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:
             for pass_name in STAGE_PASSES[stage]:
-                outcome = registry.get(pass_name).run(module)
+                outcome = registry.get(pass_name).apply(module, options)
                 _record(result, pass_name, outcome)
             if on_stage:
                 on_stage(stage, module)

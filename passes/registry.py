@@ -13,14 +13,19 @@ from typing import Callable
 from iree.compiler import ir
 
 from kvattn.lowering import lower_to_iree, raise_onnx
+from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import iree_input, verify_kvattn
 
 
 @dataclasses.dataclass(frozen=True)
 class Pass:
     name: str
-    run: Callable[[ir.Module], object]
+    run: Callable[..., object]  # run(module) or, when takes_options, run(module, options)
     implementation: ModuleType
+    takes_options: bool = False
+
+    def apply(self, module: ir.Module, options: LoweringOptions):
+        return self.run(module, options) if self.takes_options else self.run(module)
 
     @property
     def summary(self) -> str:
@@ -32,7 +37,7 @@ PASSES: dict[str, Pass] = {
     for p in (
         Pass("kvattn-raise-onnx", raise_onnx.raise_onnx_ops, raise_onnx),
         Pass("kvattn-verify", verify_kvattn.verify_kvattn_ops, verify_kvattn),
-        Pass("kvattn-lower-to-iree", lower_to_iree.lower_kvattn_ops, lower_to_iree),
+        Pass("kvattn-lower-to-iree", lower_to_iree.lower_kvattn_ops, lower_to_iree, takes_options=True),
         Pass("iree-torch-to-input", iree_input.lower_torch_to_iree_input, iree_input),
     )
 }

@@ -15,7 +15,7 @@ from onnx.backend.base import Backend, BackendRep
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime import targets
 from kvattn.runtime.compiler import compile_model
-from kvattn.runtime.module import CompiledModule
+from kvattn.runtime.module import CompiledModule, create_device
 
 
 class KvattnRep(BackendRep):
@@ -44,7 +44,7 @@ class KvattnBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> KvattnRep:
         target = targets.for_onnx_device(device)
-        compiled = compile_model(model, target.name)
+        compiled = compile_model(model, target.name, kwargs.get("arch"))
         return KvattnRep(CompiledModule(compiled.vmfb, target.driver))
 
     @classmethod
@@ -67,8 +67,9 @@ class KvattnBackend(Backend):
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
+        """True when kvattn has a target for the device and this machine has one."""
         try:
-            targets.for_onnx_device(device)
+            create_device(targets.for_onnx_device(device).driver)
         except KvattnError:
             return False
         return True

@@ -38,13 +38,12 @@ def _parser() -> argparse.ArgumentParser:
                     "and show the IR at every stage.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    target_help = "; ".join(f"{t.name}: {t.description}" for t in targets.TARGETS.values())
 
     p = sub.add_parser("compile", help="compile an .onnx model to a .vmfb",
                        description="Compile an ONNX model to an IREE .vmfb module.")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the .vmfb")
-    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS), help=target_help)
+    _add_target_options(p)
     p.add_argument("--dump-ir", metavar="DIR",
                    help="write the IR after each kvattn stage (and iree-compile's phases under DIR/iree)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -58,8 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE.npy",
                    help="one model input from a .npy file; repeat for each input")
     p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy instead of printing it")
-    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS),
-                   help="target when compiling an .onnx argument")
+    _add_target_options(p, "when compiling an .onnx argument")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
 
@@ -69,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "(kvattn stages: imported, raised, lowered, input; IREE stages via --compile-to).")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--stage", choices=_STAGES, help="print the IR at this stage")
-    p.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS), help="target for IREE stages")
+    _add_target_options(p, "for IREE stages")
     p.set_defaults(handler=_inspect)
 
     p = sub.add_parser("demo", help="compile and run a built-in decode-step model, checked against onnx.reference",
@@ -81,6 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Per-target chip options, as users of each toolchain know them.
+_ARCH_OPTIONS = {"llvm-cpu": "--cpu", "vulkan": "--vulkan-target", "cuda": "--cuda-arch", "hip": "--rocm-arch"}
+
+
+def _add_target_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    group = parser.add_argument_group("target" + (f" ({when})" if when else ""))
+    group.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS),
+                       help="; ".join(f"{t.name}: {t.description}" for t in targets.TARGETS.values()))
+    for name, option in _ARCH_OPTIONS.items():
+        target = targets.get(name)
+        group.add_argument(option, dest=f"arch_{name.replace('-', '_')}", metavar="ARCH",
+                           help=f"{name} chip (default {target.default_arch})")
+
+
+def _arch(args) -> str | None:
+    return getattr(args, f"arch_{args.target.replace('-', '_')}")
+
+
 def _progress(args):
     if args.quiet:
         return None
@@ -88,7 +104,8 @@ def _progress(args):
 
 
 def _compile(args) -> int:
-    compiled = compiler.compile_model(args.model, args.target, args.dump_ir, progress=_progress(args))
+    compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir,
+                                      progress=_progress(args))
     pathlib.Path(args.output).write_bytes(compiled.vmfb)
     if not args.quiet:
         print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes)", file=sys.stderr)
@@ -103,7 +120,7 @@ def _run(args) -> int:
         raise KvattnError(f"'{path}': no such file")
     inputs = _read_inputs(args.input)
     if path.suffix == ".onnx":
-        module = CompiledModule(compiler.compile_cached(path, args.target, _progress(args)))
+        module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args)))
     else:
         module = CompiledModule.load(path)
     outputs = module.run(inputs)
@@ -141,10 +158,10 @@ def _inspect(args) -> int:
     from kvattn.runtime import inspect
 
     if args.stage:
-        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target)
+        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args))
         print(text)
     else:
-        print(inspect.summary(args.model, args.target))
+        print(inspect.summary(args.model, args.target, _arch(args)))
     return 0
 
 

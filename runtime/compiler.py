@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
-from typing import Callable, Sequence
+from typing import Callable
 
 import onnx
 from iree.compiler import ir
@@ -34,9 +34,10 @@ class CompiledModel:
     manifest: Manifest
 
 
-def compile_model(source, target: str = "llvm-cpu", dump_ir: str | os.PathLike | None = None,
-                  extra_flags: Sequence[str] = (), progress: Progress | None = None) -> CompiledModel:
-    """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target`.
+def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
+                  dump_ir: str | os.PathLike | None = None, progress: Progress | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
+    default the target's).
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
     target_info = targets.get(target)
@@ -55,7 +56,7 @@ def compile_model(source, target: str = "llvm-cpu", dump_ir: str | os.PathLike |
             (dump_dir / f"{index:02d}-{stage}.mlir").write_text(str(module))
 
     context = onnx_import.make_context()
-    result = pipeline.run(model, context, "input", on_stage)
+    result = pipeline.run(model, context, "input", on_stage, target_info.lowering)
     manifest = Manifest(
         entry=result.entry,
         target=target,
@@ -67,33 +68,35 @@ def compile_model(source, target: str = "llvm-cpu", dump_ir: str | os.PathLike |
     with context:
         _embed_manifest(result.module, manifest)
         text = str(result.module)
-    flags = list(target_info.flags) + list(extra_flags)
+    flags = target_info.flags(arch)
     if dump_dir:
         flags.append(f"--dump-compilation-phases-to={dump_dir / 'iree'}")
     say(f"iree-compile for {target}")
     return CompiledModel(_iree_compile(text, flags), manifest)
 
 
-def compile_to_stage(source, stage: str, target: str = "llvm-cpu") -> tuple[str, pipeline.PipelineResult]:
+def compile_to_stage(source, stage: str, target: str = "llvm-cpu",
+                     arch: str | None = None) -> tuple[str, pipeline.PipelineResult]:
     """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text."""
     model = onnx_import.load_model(source)
     context = onnx_import.make_context()
     kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:
         raise KvattnError(f"unknown stage '{stage}'; stages: {', '.join(pipeline.KVATTN_STAGES + IREE_STAGES)}")
-    result = pipeline.run(model, context, kvattn_stage)
+    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering)
     with context:
         text = str(result.module)
     if stage in IREE_STAGES:
-        text = _iree_compile(text, list(targets.get(target).flags) + [f"--compile-to={stage}"]).decode()
+        text = _iree_compile(text, targets.get(target).flags(arch) + [f"--compile-to={stage}"]).decode()
     return text, result
 
 
-def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", progress: Progress | None = None) -> bytes:
+def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str | None = None,
+                   progress: Progress | None = None) -> bytes:
     """The vmfb for an .onnx file, from the cache when the file, target and versions match."""
     content = pathlib.Path(path).read_bytes()
     key = hashlib.sha256()
-    for part in (content, target.encode(), " ".join(targets.get(target).flags).encode(),
+    for part in (content, target.encode(), " ".join(targets.get(target).flags(arch)).encode(),
                  kvattn.__version__.encode(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")
@@ -102,7 +105,7 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", progress: 
         if progress:
             progress(f"using cached {cache_file}")
         return cache_file.read_bytes()
-    vmfb = compile_model(content, target, progress=progress).vmfb
+    vmfb = compile_model(content, target, arch, progress=progress).vmfb
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_bytes(vmfb)
@@ -121,11 +124,14 @@ def _iree_compile(text: str, flags: list[str]) -> bytes:
     try:
         return iree_tools.compile_str(text, extra_args=flags)
     except iree_tools.CompilerToolError as exc:
-        raise KvattnError(f"iree-compile failed:\n{_tail(str(exc), 40)}") from None
+        raise KvattnError(f"iree-compile failed:\n{_diagnostics(str(exc))}") from None
 
 
-def _tail(text: str, lines: int) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _diagnostics(message: str, max_lines: int = 40) -> str:
+    """The compiler's diagnostics from a CompilerToolError message, without the invocation."""
+    _, found, diagnostics = message.partition("Diagnostics:")
+    diagnostics = (diagnostics if found else message).split("Invoked with:")[0].strip()
+    return "\n".join(diagnostics.splitlines()[:max_lines])
 
 
 def _signature(model: onnx.ModelProto, module: ir.Module) -> dict:

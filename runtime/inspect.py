@@ -18,9 +18,9 @@ def count_dispatches(flow_ir: str) -> int:
     return len(_DISPATCH.findall(flow_ir))
 
 
-def summary(source, target: str = "llvm-cpu") -> str:
+def summary(source, target: str = "llvm-cpu", arch: str | None = None) -> str:
     model = onnx_import.load_model(source)
-    flow_ir, result = compiler.compile_to_stage(model, "flow", target)
+    flow_ir, result = compiler.compile_to_stage(model, "flow", target, arch)
     named = onnx_import.with_node_names(model)
     raised = {node.node: node for node in result.raised}
     others = collections.Counter(n.op_type for n in named.graph.node if n.name not in raised)

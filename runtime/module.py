@@ -7,6 +7,7 @@ Inputs are checked against the manifest before anything is dispatched.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -29,10 +30,7 @@ class CompiledModule:
             raise KvattnError(f"not a loadable IREE vmfb: {exc}") from None
         self.manifest = _find_manifest(self._vm_module)
         self.driver = driver or _default_driver(self.manifest.target)
-        try:
-            self.device = ireert.get_driver(self.driver).create_default_device()
-        except Exception as exc:
-            raise KvattnError(f"IREE driver '{self.driver}' has no usable device here: {exc}") from None
+        self.device = create_device(self.driver)
         self._vm_context = ireert.VmContext(instance, [ireert.create_hal_module(instance, self.device),
                                                        self._vm_module])
         self._function = self._vm_module.lookup_function(self.manifest.entry)
@@ -95,6 +93,15 @@ class CompiledModule:
                     f"TensorScatter node '{bound.node}': write_indices {bound.write_indices}={indices.tolist()} "
                     f"plus {bound.rows} new row(s) exceed the cache length {bound.capacity} (linear mode); "
                     f"nothing was written")
+
+
+@functools.cache
+def create_device(driver: str) -> ireert.HalDevice:
+    """The default device of an IREE HAL driver (one per driver per process)."""
+    try:
+        return ireert.get_driver(driver).create_default_device()
+    except Exception as exc:  # the runtime raises plain RuntimeError/ValueError here
+        raise KvattnError(f"IREE driver '{driver}' has no usable device here: {exc}") from None
 
 
 def _find_manifest(vm_module) -> Manifest:

@@ -15,7 +15,9 @@ from iree.compiler import ir
 
 from kvattn.lowering import onnx_import
 from kvattn.lowering.diagnostics import KvattnError
+from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import registry
+from kvattn.runtime import targets
 
 SPLIT_MARKER = "// -----"
 
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=f"passes:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="MLIR file, or - for standard input")
     parser.add_argument("--passes", default="", help="comma-separated pass names, run in order")
+    parser.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS),
+                        help="use this target's lowering choices (default llvm-cpu)")
     parser.add_argument("--split-input-file", action="store_true",
                         help=f"process each chunk between '{SPLIT_MARKER}' lines separately")
     args = parser.parse_args(argv)
@@ -41,19 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         if index:
             print(SPLIT_MARKER)
         try:
-            print(run_passes(chunk, passes))
+            print(run_passes(chunk, passes, targets.get(args.target).lowering))
         except (KvattnError, ir.MLIRError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed = True
     return 1 if failed else 0
 
 
-def run_passes(text: str, passes: list[registry.Pass]) -> str:
+def run_passes(text: str, passes: list[registry.Pass], options: LoweringOptions) -> str:
     context = onnx_import.make_context()
     with context, ir.Location.unknown():
         module = ir.Module.parse(text)
         for p in passes:
-            p.run(module)
+            p.apply(module, options)
         module.operation.verify()
         return str(module)
 

@@ -1,35 +1,66 @@
-"""One table from kvattn target names to iree-compile flags and IREE runtime drivers."""
+"""One table of compilation targets: each maps to its iree-compile flags, its IREE runtime
+driver, its ONNX backend device name, and kvattn's own lowering choices for it."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from kvattn.lowering.diagnostics import KvattnError
+from kvattn.lowering.options import LoweringOptions
+
+# SPIR-V cannot compile iree_linalg_ext.attention as one op (verified with IREE 3.13): turn it
+# into online attention and decompose it into linalg ops before dispatch formation.
+_DECOMPOSE_ATTENTION = (
+    "--iree-preprocessing-pass-pipeline=builtin.module(util.func("
+    "iree-linalg-ext-convert-attention-to-online-attention,iree-linalg-ext-decompose-attention,"
+    "canonicalize,cse))"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
     name: str
     driver: str  # IREE runtime HAL driver that runs this target's vmfb
-    flags: tuple[str, ...]  # iree-compile flags
     onnx_device: str  # the device name of onnx.backend (CPU, CUDA, ...)
+    base_flags: tuple[str, ...]
+    arch_flag: str  # iree-compile flag naming the chip, formatted with the arch
+    default_arch: str
+    executable_format: str  # what the vmfb embeds for this target's executables
+    decompose_attention: bool  # no fused attention op on this target: IREE decomposes it
+    lowering: LoweringOptions  # kvattn's own lowering choices for this target
     description: str
+
+    def flags(self, arch: str | None = None) -> list[str]:
+        flags = list(self.base_flags) + [self.arch_flag.format(arch or self.default_arch)]
+        if self.decompose_attention:
+            flags.append(_DECOMPOSE_ATTENTION)
+        return flags
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target(
-            "llvm-cpu",
-            driver="local-task",
-            flags=(
-                "--iree-hal-target-device=local",
-                "--iree-hal-local-target-device-backends=llvm-cpu",
-                "--iree-llvmcpu-target-cpu=host",
-            ),
-            onnx_device="CPU",
-            description="this machine's CPU (LLVM, tuned for the host CPU)",
-        ),
+        Target("llvm-cpu", driver="local-task", onnx_device="CPU",
+               base_flags=("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu"),
+               arch_flag="--iree-llvmcpu-target-cpu={}", default_arch="host",
+               executable_format="embedded-elf", decompose_attention=False, lowering=LoweringOptions(),
+               description="CPUs through LLVM"),
+        Target("vulkan", driver="vulkan", onnx_device="VULKAN",
+               base_flags=("--iree-hal-target-device=vulkan",),
+               arch_flag="--iree-vulkan-target={}", default_arch="vp_android_baseline_2022",
+               executable_format="vulkan-spirv-fb", decompose_attention=True,
+               lowering=LoweringOptions(attention_layout_in_maps=False, attention_in_f32=True),
+               description="Vulkan/SPIR-V GPUs (runs on Mesa lavapipe without a GPU)"),
+        Target("cuda", driver="cuda", onnx_device="CUDA",
+               base_flags=("--iree-hal-target-device=cuda",),
+               arch_flag="--iree-cuda-target={}", default_arch="sm_80",
+               executable_format="cuda-nvptx-fb", decompose_attention=False, lowering=LoweringOptions(),
+               description="NVIDIA GPUs (PTX, JIT-compiled by the driver on newer GPUs)"),
+        Target("hip", driver="hip", onnx_device="HIP",
+               base_flags=("--iree-hal-target-device=hip",),
+               arch_flag="--iree-rocm-target={}", default_arch="gfx942",
+               executable_format="rocm-hsaco-fb", decompose_attention=False, lowering=LoweringOptions(),
+               description="AMD GPUs"),
     )
 }
 

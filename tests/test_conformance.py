@@ -1,12 +1,17 @@
-"""ONNX conformance: the official node tests for TensorScatter and Attention on llvm-cpu,
-through kvattn's ONNX backend. Cases kvattn does not handle yet are xfail with the reason."""
+"""ONNX conformance: the official node tests for TensorScatter and Attention, run through kvattn's
+ONNX backend on llvm-cpu and Vulkan, and compiled for CUDA and HIP. Cases kvattn does not handle
+yet, and target-specific differences, are xfail with the reason."""
 
 from __future__ import annotations
+
+import functools
+import os
 
 import numpy as np
 import pytest
 
-from kvattn.runtime import backend
+from kvattn.runtime import backend, targets
+from kvattn.runtime.compiler import compile_model
 from tests.conformance_cases import node_cases
 
 SOFTCAP = "softcap is not lowered yet"
@@ -42,16 +47,37 @@ ROUNDING_GAPS = {name: LOW_PRECISION for name in (
     "test_attention_3d_causal_bf16")}
 
 
-def _params(op_type: str):
+# IREE 3.13 emulates fp16 on vp_android_baseline_2022 (32-bit storage only) and gets it wrong:
+# a plain fp16 Add is off by 2.4 on lavapipe. Targets with 16-bit storage miscompute softmax there.
+VULKAN_FP16 = "IREE's fp16 emulation for vp_android_baseline_2022 miscomputes (a plain fp16 Add is wrong too)"
+VULKAN_GAPS = {name: VULKAN_FP16 for name in (
+    "test_attention_4d_fp16", "test_attention_4d_gqa_with_past_and_present_fp16", "test_attention_4d_causal_fp16",
+    "test_attention_4d_gqa_causal_nonpad_decode_fp16", "test_attention_local_window_ext_cache_float16_mask")}
+RUN_TARGETS = ("llvm-cpu", "vulkan")
+COMPILE_ONLY_TARGETS = ("cuda", "hip")
+
+
+def _params(op_type: str, target_names):
     params = []
-    for case in node_cases(op_type):
-        marks = []
-        if case.name in KNOWN_GAPS:
-            marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[case.name], strict=True))
-        elif case.name in ROUNDING_GAPS:
-            marks.append(pytest.mark.xfail(reason=ROUNDING_GAPS[case.name], strict=False))
-        params.append(pytest.param(case, id=case.name, marks=marks))
+    for target in target_names:
+        for case in node_cases(op_type):
+            marks = []
+            if case.name in KNOWN_GAPS:
+                marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[case.name], strict=True))
+            elif target == "vulkan" and case.name in VULKAN_GAPS:
+                marks.append(pytest.mark.xfail(reason=VULKAN_GAPS[case.name], strict=True))
+            elif case.name in ROUNDING_GAPS and target in RUN_TARGETS:
+                marks.append(pytest.mark.xfail(reason=ROUNDING_GAPS[case.name], strict=False))
+            params.append(pytest.param(target, case, id=f"{target}-{case.name}", marks=marks))
     return params
+
+
+@functools.cache
+def _device_or_reason(target_name: str) -> str | None:
+    target = targets.get(target_name)
+    if backend.supports_device(target.onnx_device):
+        return None
+    return f"no {target.driver} device on this machine"
 
 
 def _as_comparable(array) -> np.ndarray:
@@ -59,8 +85,12 @@ def _as_comparable(array) -> np.ndarray:
     return array.astype(np.float64) if array.dtype.kind == "V" or array.dtype.name == "bfloat16" else array
 
 
-def _check(case) -> None:
-    rep = backend.prepare(case.model, device="CPU")
+def _check_run(target_name: str, case) -> None:
+    missing = _device_or_reason(target_name)
+    if missing:
+        assert not os.environ.get("CI"), f"CI must provide a {target_name} device: {missing}"
+        pytest.skip(missing)
+    rep = backend.prepare(case.model, device=targets.get(target_name).onnx_device)
     for inputs, expected_outputs in case.data_sets:
         outputs = rep.run(list(inputs))
         assert len(outputs) == len(expected_outputs)
@@ -69,18 +99,31 @@ def _check(case) -> None:
             np.testing.assert_allclose(_as_comparable(got), _as_comparable(expected), rtol=case.rtol, atol=case.atol)
 
 
-@pytest.mark.parametrize("case", _params("TensorScatter"))
-def test_tensor_scatter_conformance(case):
-    _check(case)
+def _check_compiles(target_name: str, case) -> None:
+    vmfb = compile_model(case.model, target_name).vmfb
+    assert targets.get(target_name).executable_format.encode() in vmfb
 
 
-@pytest.mark.parametrize("case", _params("Attention"))
-def test_attention_conformance(case):
-    _check(case)
+@pytest.mark.parametrize("target, case", _params("TensorScatter", RUN_TARGETS))
+def test_tensor_scatter_conformance(target, case):
+    _check_run(target, case)
+
+
+@pytest.mark.parametrize("target, case", _params("Attention", RUN_TARGETS))
+def test_attention_conformance(target, case):
+    _check_run(target, case)
+
+
+@pytest.mark.parametrize("target, case", _params("TensorScatter", COMPILE_ONLY_TARGETS)
+                         + _params("Attention", COMPILE_ONLY_TARGETS))
+def test_compiles_for_gpu(target, case):
+    """CUDA and HIP need no toolkit to compile; the vmfb must hold that target's executables."""
+    _check_compiles(target, case)
 
 
 def test_case_counts():
     """The suite covers every official case (93 Attention, 3 TensorScatter); no silent drop."""
     assert len(node_cases("Attention")) == 93
     assert len(node_cases("TensorScatter")) == 3
-    assert set(KNOWN_GAPS) | set(ROUNDING_GAPS) <= {c.name for c in node_cases("Attention")}
+    gaps = set(KNOWN_GAPS) | set(ROUNDING_GAPS) | set(VULKAN_GAPS)
+    assert gaps <= {c.name for c in node_cases("Attention")}

@@ -5,9 +5,9 @@
 // CHECK-LABEL: func.func @linear_axis2
 //  CHECK-SAME:   %[[CACHE:[a-z0-9]+]]: tensor<2x4x16x8xf32>, %[[UPDATE:[a-z0-9]+]]: tensor<2x4x3x8xf32>, %[[WRITE:[a-z0-9]+]]: tensor<2xi64>
 //       CHECK:   %[[IDX:.*]] = linalg.generic {{.*}} ins(%[[WRITE]] : tensor<2xi64>) outs(%{{.*}} : tensor<2x4x3x3xi32>)
-//       CHECK:     arith.addi
 //   CHECK-NOT:     arith.remsi
 //       CHECK:     arith.trunci {{.*}} : i64 to i32
+//       CHECK:     arith.addi {{.*}} : i32
 //       CHECK:   %[[IDX2:.*]] = tensor.collapse_shape %[[IDX]] {{\[}}[0, 1, 2], [3]] : tensor<2x4x3x3xi32> into tensor<24x3xi32>
 //       CHECK:   %[[UPD2:.*]] = tensor.collapse_shape %[[UPDATE]] {{\[}}[0, 1, 2], [3]] : tensor<2x4x3x8xf32> into tensor<24x8xf32>
 //       CHECK:   %[[NEW:.*]] = iree_linalg_ext.scatter dimension_map = [0, 1, 2] unique_indices(true)
@@ -24,7 +24,7 @@ func.func @linear_axis2(%cache: tensor<2x4x16x8xf32>, %update: tensor<2x4x3x8xf3
 // CHECK-LABEL: func.func @circular_axis1
 //       CHECK:   linalg.generic
 //   CHECK-NOT:     ins(
-//       CHECK:     arith.remsi %{{.*}}, %c16_i64 : i64
+//       CHECK:     arith.remsi %{{.*}}, %c16_i32 : i32
 //       CHECK:   iree_linalg_ext.scatter dimension_map = [0, 1] unique_indices(true)
 //  CHECK-SAME:     tensor<6x8xf32>, tensor<6x2xi32>
 func.func @circular_axis1(%cache: tensor<2x16x8xf32>, %update: tensor<2x3x8xf32>) -> tensor<2x16x8xf32> {

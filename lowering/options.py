@@ -1,0 +1,16 @@
+"""Lowering choices that depend on the target (set per target in kvattn.runtime.targets)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class LoweringOptions:
+    # Let the attention's indexing maps absorb the [B, S, H·D] layout of 3D inputs (no
+    # transposes). False: transpose 3D Q/K/V to [B, H, S, D] first; IREE's attention
+    # decomposition (used for SPIR-V) miscomputes with permuted maps.
+    attention_layout_in_maps: bool = True
+    # Compute fp16/bf16 attention in f32 (convert Q/K/V in, the result back out); the
+    # decomposed attention overflows to NaN in fp16 on SPIR-V.
+    attention_in_f32: bool = False
