@@ -1,4 +1,8 @@
-"""Ranked tensor types as plain Python values, and conversions between MLIR, torch and numpy."""
+"""Ranked tensor types as plain Python values, and conversions between MLIR, torch and numpy.
+
+The runtime uses this module on machines that have IREE's runtime but not its compiler, so the
+compiler's `ir` module is imported only by the functions that convert MLIR types.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import re
 
 import ml_dtypes
 import numpy as np
-from iree.compiler import ir
-
 # Builtin MLIR element type -> numpy dtype name (ml_dtypes provides bfloat16).
 _NUMPY_OF_ELEMENT = {
     "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
@@ -66,14 +68,16 @@ def numpy_dtype(element: str) -> np.dtype:
     return np.dtype(name)
 
 
-def from_ir(type_: ir.Type) -> TensorType:
+def from_ir(type_) -> TensorType:
     """A builtin RankedTensorType -> TensorType."""
+    from iree.compiler import ir
+
     ranked = ir.RankedTensorType(type_)
     shape = tuple(None if ranked.is_dynamic_dim(i) else ranked.get_dim_size(i) for i in range(ranked.rank))
     return TensorType(shape, str(ranked.element_type))
 
 
-def from_torch(type_: ir.Type) -> TensorType | None:
+def from_torch(type_) -> TensorType | None:
     """A `!torch.vtensor<[d0,d1],dtype>` -> TensorType; None when the type is not a ranked vtensor."""
     match = _VTENSOR.fullmatch(str(type_))
     if not match:
@@ -83,5 +87,7 @@ def from_torch(type_: ir.Type) -> TensorType | None:
     return TensorType(shape, _BUILTIN_OF_TORCH_ELEMENT.get(element, element))
 
 
-def to_ir(tensor_type: TensorType) -> ir.Type:
+def to_ir(tensor_type: TensorType):
+    from iree.compiler import ir
+
     return ir.Type.parse(tensor_type.mlir)

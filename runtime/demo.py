@@ -23,12 +23,14 @@ BATCH, Q_HEADS, KV_HEADS, HEAD_SIZE, CAPACITY = 2, 8, 2, 16, 32
 TOLERANCE = 1e-4
 
 
-def decode_step_model() -> onnx.ModelProto:
+def decode_step_model(batch: int = BATCH, q_heads: int = Q_HEADS, kv_heads: int = KV_HEADS,
+                      head_size: int = HEAD_SIZE, capacity: int = CAPACITY) -> onnx.ModelProto:
+    """One decode step over fixed-capacity caches (the demo's shapes by default)."""
     def tensor(name, elem, shape):
         return helper.make_tensor_value_info(name, elem, shape)
 
-    cache = [BATCH, KV_HEADS, CAPACITY, HEAD_SIZE]
-    new_rows = [BATCH, KV_HEADS, 1, HEAD_SIZE]
+    cache = [batch, kv_heads, capacity, head_size]
+    new_rows = [batch, kv_heads, 1, head_size]
     nodes = [
         helper.make_node("TensorScatter", ["past_key", "new_key", "write_indices"], ["present_key"],
                          name="update_key_cache", mode="linear", axis=2),
@@ -39,11 +41,11 @@ def decode_step_model() -> onnx.ModelProto:
     ]
     graph = helper.make_graph(
         nodes, "decode_step",
-        [tensor("query", TensorProto.FLOAT, [BATCH, Q_HEADS, 1, HEAD_SIZE]),
+        [tensor("query", TensorProto.FLOAT, [batch, q_heads, 1, head_size]),
          tensor("new_key", TensorProto.FLOAT, new_rows), tensor("new_value", TensorProto.FLOAT, new_rows),
          tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
-         tensor("write_indices", TensorProto.INT64, [BATCH]), tensor("nonpad_kv_seqlen", TensorProto.INT64, [BATCH])],
-        [tensor("output", TensorProto.FLOAT, [BATCH, Q_HEADS, 1, HEAD_SIZE]),
+         tensor("write_indices", TensorProto.INT64, [batch]), tensor("nonpad_kv_seqlen", TensorProto.INT64, [batch])],
+        [tensor("output", TensorProto.FLOAT, [batch, q_heads, 1, head_size]),
          tensor("present_key", TensorProto.FLOAT, cache), tensor("present_value", TensorProto.FLOAT, cache)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])

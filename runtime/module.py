@@ -49,16 +49,25 @@ class CompiledModule:
         return [spec.name for spec in self.manifest.outputs]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.invoke(self.upload(inputs))
+        return {spec.name: device_buffers.download(self.device, view, spec.dtype)
+                for spec, view in zip(self.manifest.outputs, results, strict=True)}
+
+    def upload(self, inputs: Mapping[str, np.ndarray]) -> list[ireert.HalBufferView]:
+        """Check the inputs against the manifest and copy them into new device buffers."""
         arrays = self._checked_inputs(inputs)
         self._check_scatter_bounds(arrays)
-        arguments = ireert.VmVariantList(len(arrays))
-        for array in arrays:
-            arguments.push_ref(device_buffers.upload(self.device, array))
+        return [device_buffers.upload(self.device, array) for array in arrays]
+
+    def invoke(self, views: list[ireert.HalBufferView]) -> list[ireert.HalBufferView]:
+        """Call the entry function on device buffers (in manifest input order); results stay on
+        the device. The module may update an argument's buffer in place."""
+        arguments = ireert.VmVariantList(len(views))
+        for view in views:
+            arguments.push_ref(view)
         results = ireert.VmVariantList(len(self.manifest.outputs))
         self._vm_context.invoke(self._function, arguments, results)
-        return {spec.name: device_buffers.download(self.device, results.get_as_object(i, ireert.HalBufferView),
-                                                   spec.dtype)
-                for i, spec in enumerate(self.manifest.outputs)}
+        return [results.get_as_object(i, ireert.HalBufferView) for i in range(len(self.manifest.outputs))]
 
     __call__ = run
 

@@ -8,7 +8,7 @@ import onnx
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from kvattn.runtime import backend
+from kvattn.runtime import backend, demo
 
 _ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
             np.dtype(np.int64): TensorProto.INT64, np.dtype(bool): TensorProto.BOOL}
@@ -39,3 +39,17 @@ def compare_with_reference(model: onnx.ModelProto, inputs: dict[str, np.ndarray]
         np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
                                    err_msg=f"output {output.name}")
     return got, expected
+
+
+def decode_inputs(rng, lengths=(3, 7)):
+    """Random inputs for the demo's decode step, writing at per-batch `lengths`."""
+    shape = lambda heads, length: (demo.BATCH, heads, length, demo.HEAD_SIZE)  # noqa: E731
+    lengths = np.array(lengths, dtype=np.int64)
+    return {
+        "query": rng.standard_normal(shape(demo.Q_HEADS, 1)).astype(np.float32),
+        "new_key": rng.standard_normal(shape(demo.KV_HEADS, 1)).astype(np.float32),
+        "new_value": rng.standard_normal(shape(demo.KV_HEADS, 1)).astype(np.float32),
+        "past_key": rng.standard_normal(shape(demo.KV_HEADS, demo.CAPACITY)).astype(np.float32),
+        "past_value": rng.standard_normal(shape(demo.KV_HEADS, demo.CAPACITY)).astype(np.float32),
+        "write_indices": lengths, "nonpad_kv_seqlen": lengths + 1,
+    }

@@ -10,6 +10,7 @@ from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime import demo
 from kvattn.runtime.compiler import compile_model
 from kvattn.runtime.module import CompiledModule
+from tests.onnx_models import decode_inputs
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +18,10 @@ def decode_module():
     return CompiledModule(compile_model(demo.decode_step_model()).vmfb, driver="local-task")
 
 
-def _decode_inputs(rng, lengths=(3, 7)):
-    shape = lambda heads, length: (demo.BATCH, heads, length, demo.HEAD_SIZE)  # noqa: E731
-    lengths = np.array(lengths, dtype=np.int64)
-    return {
-        "query": rng.standard_normal(shape(demo.Q_HEADS, 1)).astype(np.float32),
-        "new_key": rng.standard_normal(shape(demo.KV_HEADS, 1)).astype(np.float32),
-        "new_value": rng.standard_normal(shape(demo.KV_HEADS, 1)).astype(np.float32),
-        "past_key": rng.standard_normal(shape(demo.KV_HEADS, demo.CAPACITY)).astype(np.float32),
-        "past_value": rng.standard_normal(shape(demo.KV_HEADS, demo.CAPACITY)).astype(np.float32),
-        "write_indices": lengths, "nonpad_kv_seqlen": lengths + 1,
-    }
-
-
 def test_functional_call_never_mutates_inputs(decode_module):
     """On local-task host memory could be imported without a copy and the scatter's dead cache
     argument updated in place; the caller's arrays must stay as they were."""
-    inputs = _decode_inputs(np.random.default_rng(0))
+    inputs = decode_inputs(np.random.default_rng(0))
     before = {name: array.copy() for name, array in inputs.items()}
     first = decode_module.run(inputs)
     second = decode_module.run(inputs)
@@ -45,7 +33,7 @@ def test_functional_call_never_mutates_inputs(decode_module):
 
 
 def test_outputs_do_not_alias_each_other_or_inputs(decode_module):
-    inputs = _decode_inputs(np.random.default_rng(1))
+    inputs = decode_inputs(np.random.default_rng(1))
     outputs = decode_module.run(inputs)
     arrays = list(inputs.values()) + list(outputs.values())
     for i, a in enumerate(arrays):
@@ -54,7 +42,7 @@ def test_outputs_do_not_alias_each_other_or_inputs(decode_module):
 
 
 def test_scatter_past_the_cache_end_is_refused(decode_module):
-    inputs = _decode_inputs(np.random.default_rng(2), lengths=(3, demo.CAPACITY))
+    inputs = decode_inputs(np.random.default_rng(2), lengths=(3, demo.CAPACITY))
     before = {name: array.copy() for name, array in inputs.items()}
     with pytest.raises(KvattnError, match=r"TensorScatter node 'update_key_cache'.*exceed the cache length 32"):
         decode_module.run(inputs)
@@ -69,7 +57,7 @@ def test_scatter_past_the_cache_end_is_refused(decode_module):
     (lambda d: d.update(query=d["query"].astype(np.float64)), r"input 'query' has dtype float64, expected float32"),
 ])
 def test_bad_inputs_name_what_the_module_expects(decode_module, change, message):
-    inputs = _decode_inputs(np.random.default_rng(3))
+    inputs = decode_inputs(np.random.default_rng(3))
     change(inputs)
     with pytest.raises(KvattnError, match=message) as error:
         decode_module.run(inputs)
