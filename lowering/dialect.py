@@ -47,6 +47,7 @@ class OpSpec:
     optional_results: frozenset[str]
     attributes: tuple[Attr, ...]
     verifier: Callable[["KvOp"], None]
+    onnx_domain: str = ""  # the operator's ONNX domain ("" is the default domain)
 
     def attribute(self, name: str) -> Attr:
         for attr in self.attributes:
@@ -285,5 +286,67 @@ ATTENTION = register(
             Attr("right_window_size", "int", -1),
         ),
         verifier=_verify_attention,
+    )
+)
+
+
+def _verify_rotary_embedding(op: KvOp) -> None:
+    x, cos, sin = (op.operand_type(n) for n in ("X", "cos_cache", "sin_cache"))
+    positions = op.operand_type("position_ids")
+    if x.rank not in (3, 4) or x.element not in tensor_types.FLOAT_ELEMENTS:
+        raise op.error(f"X must be a 3D or 4D float tensor, got {x.describe()}")
+    if x.rank == 3 and not op.attr("num_heads"):
+        raise op.error("3D input needs the attribute num_heads")
+    if op.attr("interleaved") not in (0, 1):
+        raise op.error(f"attribute interleaved={op.attr('interleaved')} must be 0 or 1")
+    if cos.shape != sin.shape or cos.element != x.element or sin.element != x.element:
+        raise op.error(f"cos_cache {cos.describe()} and sin_cache {sin.describe()} must match each other and X's dtype")
+    expected_rank = 2 if positions is not None else 3
+    if cos.rank != expected_rank:
+        raise op.error(f"cos_cache/sin_cache must be {expected_rank}D "
+                       f"{'with' if positions is not None else 'without'} position_ids, got {cos.describe()}")
+    if positions is not None and (positions.rank != 2 or positions.element != "i64"):
+        raise op.error(f"position_ids must be int64 of shape [batch, sequence], got {positions.describe()}")
+
+
+ROTARY_EMBEDDING = register(
+    OpSpec(
+        name="kvattn.rotary_embedding",
+        onnx_op="RotaryEmbedding",
+        operands=("X", "cos_cache", "sin_cache", "position_ids"),
+        optional_operands=frozenset({"position_ids"}),
+        results=("Y",),
+        optional_results=frozenset(),
+        attributes=(Attr("interleaved", "int", 0), Attr("rotary_embedding_dim", "int", 0), Attr("num_heads", "int", 0)),
+        verifier=_verify_rotary_embedding,
+    )
+)
+
+
+def _verify_rms_normalization(op: KvOp) -> None:
+    x, scale = op.operand_type("X"), op.operand_type("scale")
+    if x.element not in tensor_types.FLOAT_ELEMENTS:
+        raise op.error(f"X must be a float tensor, got {x.describe()}")
+    axis = op.attr("axis")
+    if not -x.rank <= axis < x.rank:
+        raise op.error(f"attribute axis={axis} is out of range for a rank-{x.rank} input")
+    if op.attr("stash_type") != 1:
+        raise op.error(f"attribute stash_type={op.attr('stash_type')}: only 1 (float32) is defined")
+    normalized = x.shape[axis % x.rank:]
+    if scale.rank > len(normalized) or any(
+            s not in (1, n) for s, n in zip(reversed(scale.shape), reversed(normalized))):
+        raise op.error(f"scale {scale.describe()} does not broadcast to the normalized shape {list(normalized)}")
+
+
+RMS_NORMALIZATION = register(
+    OpSpec(
+        name="kvattn.rms_normalization",
+        onnx_op="RMSNormalization",
+        operands=("X", "scale"),
+        optional_operands=frozenset(),
+        results=("Y",),
+        optional_results=frozenset(),
+        attributes=(Attr("axis", "int", -1), Attr("epsilon", "float", 1e-5), Attr("stash_type", "int", 1)),
+        verifier=_verify_rms_normalization,
     )
 )

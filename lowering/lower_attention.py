@@ -1,82 +1,71 @@
-"""kvattn.attention → one iree_linalg_ext.attention, grouped-query heads without repeating K/V.
+"""kvattn.attention → iree_linalg_ext.attention (fused), or an unfused linalg route when the
+scores themselves must be materialized.
 
-Rewrite (roles: b batch, h kv head, g query head within its group, s query position,
-l key position, d head size, e value head size; ONNX query head = h·G + g):
-  Q  [B,Hq,S,D] (4D) or [B,S,Hq·D] (3D)   → expand_shape to [B,Hkv,G,S,D] / [B,S,Hkv,G,D]
-  K  [B,Hkv,L,D] (4D) or [B,L,Hkv·D] (3D) → expand_shape to [B,L,Hkv,D]; the maps absorb the
-                                            layout, so K/V are never transposed or repeated
-  past_key/past_value                     → present = insert_slice(past, K) into [B,Hkv,P+L,D]
-  mask  = causal (bottom-right: key j ≤ i + offset), left/right windows, nonpad_kv_seqlen and
-          attn_mask (bool or additive float, broadcast, padded with -inf when shorter than the
-          keys), combined by one linalg.generic into an additive bias [B?,Hkv?,G?,S,T] holding
-          only the dims it varies in; offset = past length | nonpad_kv_seqlen[b] - S | 0
-  Y     = iree_linalg_ext.attention(Q, K, V, scale, bias), rows whose bias is all -inf set to 0
-          (IREE would give NaN; ONNX wants zeros), collapsed back to ONNX's output layout.
+Fused route (one dispatch for the attention; grouped-query heads without repeating K/V):
+  Y = iree_linalg_ext.attention(Q, K, V, scale, bias) { softcap in the score region }
+  with Q/K/V arranged by `attention_operands` and the bias and fully-masked-row guard built by
+  `attention_bias`. The region receives x = s·log2(e), s = scale·Q·Kᵀ (checked on llvm-cpu and
+  on the SPIR-V decomposition), so softcap c·tanh(s/c) is written as c'·tanh(x/c'), c' = c·log2(e);
+  IREE adds the mask after the region, as ONNX applies softcap before the mask.
+Unfused route (taken when the qk_matmul_output output is used), all in f32:
+  S = scale·Q·Kᵀ → softcap → + bias → softmax (fully masked rows 0) → P·V, each a linalg.generic;
+  qk_matmul_output is S after softcap (modes 0, 1), S + bias (mode 2) or P (mode 3).
 Target choices (LoweringOptions): transpose 3D inputs to [B,H,S,D] instead of absorbing their
 layout in the maps; compute fp16/bf16 attention in f32.
-Not lowered yet (clear error): softcap, the qk_matmul_output output.
 """
 
 from __future__ import annotations
 
 import math
 
+from kvattn.lowering.attention_bias import bias_row_max, combined_bias, zero_fully_masked_rows
+from kvattn.lowering.attention_operands import (DIMS, AttentionShapes, convert, float_cast, keys_or_values,
+                                                query_in_roles, transpose_to)
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.tensor_types import TensorType
 
-DIMS = ("b", "h", "g", "s", "l", "d", "e")  # the attention's iteration space
+LOG2E = 1.0 / math.log(2.0)
 
 
 def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
                     options: LoweringOptions) -> dict[str, Value]:
-    _check_supported(op)
-    shapes = _Shapes(op, args)
+    _check_static(op)
+    shapes = AttentionShapes(op, args)
     element = args["Q"].type.element
-    q, q_roles = _query(w, args["Q"], shapes)
-    key, key_roles, present_key = _keys_or_values(w, op, args, "K", "past_key", "present_key", shapes.head_k, shapes)
-    value, value_roles, present_value = _keys_or_values(
+    q, q_roles = query_in_roles(w, args["Q"], shapes)
+    key, key_roles, present_key = keys_or_values(w, op, args, "K", "past_key", "present_key", shapes.head_k, shapes)
+    value, value_roles, present_value = keys_or_values(
         w, op, args, "V", "past_value", "present_value", shapes.head_v, shapes)
     if not options.attention_layout_in_maps:
-        q, q_roles = _transpose_to(w, q, q_roles, ("b", "h", "g", "s", "d"))
-        key, key_roles = _transpose_to(w, key, key_roles, ("b", "h", "l", "d"))
-        value, value_roles = _transpose_to(w, value, value_roles, ("b", "h", "l", "d"))
+        q, q_roles = transpose_to(w, q, q_roles, ("b", "h", "g", "s", "d"))
+        key, key_roles = transpose_to(w, key, key_roles, ("b", "h", "l", "d"))
+        value, value_roles = transpose_to(w, value, value_roles, ("b", "h", "l", "d"))
     value_roles = tuple("e" if r == "d" else r for r in value_roles)
-    compute = "f32" if options.attention_in_f32 else element
-    q, key, value = (_convert(w, x, compute) for x in (q, key, value))
-
     out_roles = tuple("e" if r == "d" else r for r in q_roles)
-    out_type = TensorType(tuple(shapes.size[r] for r in out_roles), compute)
     scale = op.attr("scale")
-    scale = w.constant(1.0 / math.sqrt(shapes.head_q) if scale is None else scale, compute)
+    scale = 1.0 / math.sqrt(shapes.head_q) if scale is None else scale
+    operands = _Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, op.attr("softcap"), shapes)
 
-    bias = _bias(w, op, args, shapes, compute)
-    operands = [(q, q_roles), (key, key_roles), (value, value_roles)]
-    maps = [affine_map(DIMS, roles) for _, roles in operands] + [affine_map(DIMS, [])]
-    ins = [str(v) for v, _ in operands] + [str(scale)]
-    types = [v.mlir_type for v, _ in operands] + [compute]
-    if bias is not None:
-        maps.append(affine_map(DIMS, bias[1]))
-        ins.append(str(bias[0]))
-        types.append(bias[0].mlir_type)
-    maps.append(affine_map(DIMS, out_roles))
-    init = w.empty(out_type)
-    attention = w.fresh("attn")
-    w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]> "
-           f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {out_type.mlir}) {{")
-    w.line("^bb0(%score: f32):")
-    w.line("  iree_linalg_ext.yield %score : f32")
-    w.line(f"}} -> {out_type.mlir}")
-    out = Value(attention, out_type)
-    if bias is not None:
-        out = _zero_fully_masked_rows(w, out, out_roles, *bias)
-    out = _convert(w, out, element)
+    results = {}
+    if op.result("qk_matmul_output") is not None:
+        w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
+        bias = combined_bias(w, op, args, shapes, "f32")
+        out, qk = _unfused(w, operands, bias, op.attr("qk_matmul_output_mode"))
+        qk = convert(w, qk, element)
+        results["qk_matmul_output"] = w.collapse_shape(qk, [[0], [1, 2], [3], [4]])
+    else:
+        w.note("fused: one iree_linalg_ext.attention")
+        compute = "f32" if options.attention_in_f32 else element
+        bias = combined_bias(w, op, args, shapes, compute)
+        out = _fused(w, operands, bias, compute)
+    out = convert(w, out, element)
     onnx_roles = ("b", "s", "h", "g", "e") if shapes.rank3 else ("b", "h", "g", "s", "e")
-    out, _ = _transpose_to(w, out, out_roles, onnx_roles)
+    out, _ = transpose_to(w, out, out_roles, onnx_roles)
     groups = [[0], [1], [2, 3, 4]] if shapes.rank3 else [[0], [1, 2], [3], [4]]
-    results = {"Y": w.collapse_shape(out, groups)}
+    results["Y"] = w.collapse_shape(out, groups)
     if op.result("present_key") is not None:
         results["present_key"] = present_key
     if op.result("present_value") is not None:
@@ -84,204 +73,120 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     return results
 
 
-def _transpose_to(w: FunctionWriter, value: Value, roles, wanted) -> tuple[Value, tuple[str, ...]]:
-    if tuple(roles) == tuple(wanted):
-        return value, tuple(roles)
-    return w.transpose(value, [roles.index(r) for r in wanted]), tuple(wanted)
+class _Operands:
+    """Q/K/V with their roles, the output roles, and the scalar attributes of one attention."""
+
+    def __init__(self, q, q_roles, key, key_roles, value, value_roles, out_roles, scale, softcap, shapes):
+        self.q, self.q_roles = q, q_roles
+        self.key, self.key_roles = key, key_roles
+        self.value, self.value_roles = value, value_roles
+        self.out_roles = out_roles
+        self.scale, self.softcap, self.shapes = scale, softcap, shapes
 
 
-def _convert(w: FunctionWriter, value: Value, element: str) -> Value:
-    """Elementwise float conversion of a tensor (no-op when it already has that type)."""
-    if value.type.element == element:
-        return value
-    dims = [f"d{i}" for i in range(value.type.rank)]
-    return w.generic(dims, [(value, dims)], w.empty(value.type.with_element(element)),
-                     lambda b, block: _float_cast(b, block[0], element))
+def _fused(w: FunctionWriter, o: _Operands, bias, compute: str) -> Value:
+    q, key, value = (convert(w, x, compute) for x in (o.q, o.key, o.value))
+    out_type = TensorType(tuple(o.shapes.size[r] for r in o.out_roles), compute)
+    scale = w.constant(o.scale, compute)
+    operands = [(q, o.q_roles), (key, o.key_roles), (value, o.value_roles)]
+    maps = [affine_map(DIMS, roles) for _, roles in operands] + [affine_map(DIMS, [])]
+    ins = [str(v) for v, _ in operands] + [str(scale)]
+    types = [v.mlir_type for v, _ in operands] + [compute]
+    if bias is not None:
+        maps.append(affine_map(DIMS, bias[1]))
+        ins.append(str(bias[0]))
+        types.append(bias[0].mlir_type)
+    maps.append(affine_map(DIMS, o.out_roles))
+    init = w.empty(out_type)
+    attention = w.fresh("attn")
+    w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]> "
+           f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {out_type.mlir}) {{")
+    w.line("^bb0(%score: f32):")
+    region = w.nested()
+    score = Value("%score", "f32")
+    if o.softcap:
+        # c·tanh(s/c) in the region's log2 domain: x = s·log2(e).
+        score = _softcap(region, score, o.softcap * LOG2E)
+    w.absorb(region)
+    w.line(f"  iree_linalg_ext.yield {score} : f32")
+    w.line(f"}} -> {out_type.mlir}")
+    out = Value(attention, out_type)
+    if bias is not None:
+        out = zero_fully_masked_rows(w, out, o.out_roles, *bias)
+    return out
 
 
-def _check_supported(op: KvOp) -> None:
-    if op.attr("softcap"):
-        raise UnsupportedError("Attention", op.node, f"attribute softcap={op.attr('softcap')}")
-    if op.result("qk_matmul_output") is not None:
-        raise UnsupportedError("Attention", op.node,
-                               f"output qk_matmul_output (qk_matmul_output_mode={op.attr('qk_matmul_output_mode')})")
+def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:
+    cap_value = b.constant(cap, score.type)
+    capped = b.op(f"math.tanh {b.binary('divf', score, cap_value)} : {score.type}", score.type)
+    return b.binary("mulf", capped, cap_value)
+
+
+def _unfused(w: FunctionWriter, o: _Operands, bias, mode: int) -> tuple[Value, Value]:
+    """The attention as explicit f32 linalg ops; returns (output, qk_matmul_output) with the
+    output in `o.out_roles` and qk_matmul_output as [B, Hkv, G, S, T]."""
+    shapes = o.shapes
+    score_roles = ("b", "h", "g", "s", "l")
+    score_type = TensorType(tuple(shapes.size[r] for r in score_roles), "f32")
+
+    def multiply_add(b: FunctionWriter, block: list[Value]) -> Value:
+        product = b.binary("mulf", float_cast(b, block[0], "f32"), float_cast(b, block[1], "f32"))
+        return b.binary("addf", block[2], product)
+
+    zeros = w.fill(w.constant(0.0, "f32"), score_type)
+    dot = w.generic(score_roles + ("d",), [(o.q, o.q_roles), (o.key, o.key_roles)], zeros, multiply_add,
+                    reduction_dims=("d",))
+
+    def scale_and_cap(b: FunctionWriter, block: list[Value]) -> Value:
+        scaled = b.binary("mulf", block[0], b.constant(o.scale, "f32"))
+        return _softcap(b, scaled, o.softcap) if o.softcap else scaled
+
+    scores = w.generic(score_roles, [(dot, score_roles)], w.empty(score_type), scale_and_cap)
+    logits = scores
+    if bias is not None:
+        logits = w.generic(score_roles, [(scores, score_roles), (bias[0], bias[1])], w.empty(score_type),
+                           lambda b, block: b.binary("addf", block[0], block[1]))
+    probabilities = _softmax(w, logits, score_roles, bias)
+    output_type = TensorType(tuple(shapes.size[r] for r in o.out_roles), "f32")
+    output = w.generic(o.out_roles + ("l",), [(probabilities, score_roles), (o.value, o.value_roles)],
+                       w.fill(w.constant(0.0, "f32"), output_type), multiply_add, reduction_dims=("l",))
+    return output, {0: scores, 1: scores, 2: logits, 3: probabilities}[mode]
+
+
+def _softmax(w: FunctionWriter, logits: Value, roles, bias) -> Value:
+    """softmax over keys; rows whose bias is all -inf (or all -inf logits) give zeros."""
+    row_roles = [r for r in roles if r != "l"]
+    row_type = TensorType(tuple(logits.type.shape[roles.index(r)] for r in row_roles), "f32")
+    lowest = w.fill(w.constant(-math.inf, "f32"), row_type)
+    row_max = w.generic(roles, [(logits, roles)], lowest, lambda b, block: b.binary("maximumf", block[0], block[1]),
+                        reduction_dims=("l",))
+
+    def exp_shifted(b: FunctionWriter, block: list[Value]) -> Value:
+        neg_inf = b.constant(-math.inf, "f32")
+        safe_max = b.select(b.compare("cmpf", "oeq", block[1], neg_inf), b.constant(0.0, "f32"), block[1])
+        return b.op(f"math.exp {b.binary('subf', block[0], safe_max)} : f32", "f32")
+
+    exps = w.generic(roles, [(logits, roles), (row_max, row_roles)], w.empty(logits.type), exp_shifted)
+    sums = w.generic(roles, [(exps, roles)], w.fill(w.constant(0.0, "f32"), row_type),
+                     lambda b, block: b.binary("addf", block[0], block[1]), reduction_dims=("l",))
+    inputs = [(exps, roles), (sums, row_roles)]
+    if bias is not None:
+        inputs.append(bias_row_max(w, *bias))
+
+    def normalize(b: FunctionWriter, block: list[Value]) -> Value:
+        zero = b.constant(0.0, "f32")
+        total = b.select(b.compare("cmpf", "oeq", block[1], zero), b.constant(1.0, "f32"), block[1])
+        probability = b.binary("divf", block[0], total)
+        if bias is None:
+            return probability
+        fully_masked = b.compare("cmpf", "oeq", block[2], b.constant(-math.inf, "f32"))
+        return b.select(fully_masked, zero, probability)
+
+    return w.generic(roles, inputs, w.empty(logits.type), normalize)
+
+
+def _check_static(op: KvOp) -> None:
     for name in ("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"):
         operand = op.operand_type(name)
         if operand is not None and not operand.is_static:
             raise UnsupportedError("Attention", op.node, f"input {name} with dynamic shape {operand.describe()}")
-
-
-class _Shapes:
-    """Head counts and sizes of one attention, checked against each other."""
-
-    def __init__(self, op: KvOp, args: dict[str, Value]):
-        q, k, v = (args[n].type.shape for n in ("Q", "K", "V"))
-        self.rank3 = len(q) == 3
-        if self.rank3:
-            self.q_heads, self.kv_heads = op.attr("q_num_heads"), op.attr("kv_num_heads")
-            for name, hidden, heads in (("Q", q[2], self.q_heads), ("K", k[2], self.kv_heads), ("V", v[2], self.kv_heads)):
-                if heads <= 0 or hidden % heads:
-                    raise op.error(f"{name} hidden size {hidden} is not divisible by its {heads} heads")
-            self.query_len, self.head_q = q[1], q[2] // self.q_heads
-            self.new_len, self.head_k, self.head_v = k[1], k[2] // self.kv_heads, v[2] // self.kv_heads
-            value_heads, value_len = self.kv_heads, v[1]
-        else:
-            _, self.q_heads, self.query_len, self.head_q = q
-            _, self.kv_heads, self.new_len, self.head_k = k
-            _, value_heads, value_len, self.head_v = v
-        self.batch = q[0]
-        if k[0] != self.batch or v[0] != self.batch:
-            raise op.error(f"Q, K and V have different batch sizes {q[0]}, {k[0]}, {v[0]}")
-        if value_heads != self.kv_heads or value_len != self.new_len:
-            raise op.error(f"K and V disagree on heads or sequence length: K {list(k)}, V {list(v)}")
-        if self.head_q != self.head_k:
-            raise op.error(f"Q head size {self.head_q} differs from K head size {self.head_k}")
-        if self.q_heads % self.kv_heads:
-            raise op.error(f"{self.q_heads} query heads are not a multiple of {self.kv_heads} key/value heads")
-        past = args.get("past_key")
-        self.past_len = past.type.shape[2] if past is not None else 0
-        self.total_len = self.past_len + self.new_len
-        self.group = self.q_heads // self.kv_heads
-        self.size = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
-                     "l": self.total_len, "d": self.head_q, "e": self.head_v}
-
-
-def _query(w: FunctionWriter, q: Value, shapes: _Shapes) -> tuple[Value, tuple[str, ...]]:
-    if shapes.rank3:
-        roles = ("b", "s", "h", "g", "d")
-        return w.expand_shape(q, [[0], [1], [2, 3, 4]], [shapes.size[r] for r in roles]), roles
-    roles = ("b", "h", "g", "s", "d")
-    return w.expand_shape(q, [[0], [1, 2], [3], [4]], [shapes.size[r] for r in roles]), roles
-
-
-def _keys_or_values(w, op: KvOp, args, name, past_name, present_name, head, shapes: _Shapes):
-    """K or V in a layout the attention maps can read, and the present cache when needed."""
-    new = args[name]
-    roles = ("b", "h", "l", "d")
-    if shapes.rank3:
-        new = w.expand_shape(new, [[0], [1], [2, 3]], [shapes.batch, shapes.new_len, shapes.kv_heads, head])
-        roles = ("b", "l", "h", "d")
-    past = args.get(past_name)
-    if past is None and op.result(present_name) is None:
-        return new, roles, None
-    expected = (shapes.batch, shapes.kv_heads, shapes.past_len, head)
-    if past is not None and past.type.shape != expected:
-        raise op.error(f"{past_name} has shape {list(past.type.shape)}, expected {list(expected)}")
-    if shapes.rank3:
-        new = w.transpose(new, [0, 2, 1, 3])
-        roles = ("b", "h", "l", "d")
-    if past is None:
-        return new, roles, new
-    present = w.empty(TensorType((shapes.batch, shapes.kv_heads, shapes.total_len, head), new.type.element))
-    present = w.insert_slice(past, present, [0, 0, 0, 0])
-    present = w.insert_slice(new, present, [0, 0, shapes.past_len, 0])
-    return present, roles, present
-
-
-def _bias(w: FunctionWriter, op: KvOp, args, shapes: _Shapes, element: str):
-    """The combined additive mask and the roles it is indexed by, or None when nothing masks."""
-    mask, nonpad = args.get("attn_mask"), args.get("nonpad_kv_seqlen")
-    causal = op.attr("is_causal") == 1
-    left, right = op.attr("left_window_size"), op.attr("right_window_size")
-    if mask is None and nonpad is None and not causal and left < 0 and right < 0:
-        return None
-    inputs = []
-    batch_varies = nonpad is not None
-    heads_vary = False
-    if mask is not None:
-        mask, mask_results = _broadcast_mask(w, op, mask, shapes)
-        inputs.append((mask, mask_results))
-        batch_varies |= "b" in mask_results
-        heads_vary = "h" in mask_results
-    if nonpad is not None:
-        if nonpad.type.shape != (shapes.batch,):
-            raise op.error(f"nonpad_kv_seqlen has shape {list(nonpad.type.shape)}, expected [{shapes.batch}]")
-        inputs.append((nonpad, ["b"]))
-    roles = (("b",) if batch_varies else ()) + (("h", "g") if heads_vary else ()) + ("s", "l")
-    bias_type = TensorType(tuple(shapes.size[r] for r in roles), element)
-
-    def body(b: FunctionWriter, block: list[Value]) -> Value:
-        allowed = b.constant(1, "i1")
-        additive = b.constant(0.0, "f32")
-        if mask is not None:
-            if mask.type.element == "i1":
-                allowed = block[0]
-            else:
-                additive = _float_cast(b, block[0], "f32")
-        query = b.loop_index(roles.index("s"))
-        key = b.loop_index(roles.index("l"))
-        if nonpad is not None:
-            length = block[-2]
-            allowed = b.binary("andi", allowed, b.compare("cmpi", "slt", key, length))
-            offset = b.binary("subi", length, b.constant(shapes.query_len, "i64"))
-        else:
-            offset = b.constant(shapes.past_len, "i64")
-        frontier = b.binary("addi", query, offset)  # the query's absolute position
-        if causal:
-            allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, frontier))
-        if left >= 0:
-            lowest = b.binary("subi", frontier, b.constant(left, "i64"))
-            allowed = b.binary("andi", allowed, b.compare("cmpi", "sge", key, lowest))
-        if right >= 0:
-            highest = b.binary("addi", frontier, b.constant(right, "i64"))
-            allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, highest))
-        masked = b.select(allowed, additive, b.constant(-math.inf, "f32"))
-        return _float_cast(b, masked, element)
-
-    bias = w.generic(roles, inputs, w.empty(bias_type), body)
-    return bias, roles
-
-
-def _broadcast_mask(w: FunctionWriter, op: KvOp, mask: Value, shapes: _Shapes):
-    """attn_mask padded to the total key length, its query-head dim split into (h, g); returns it
-    with its map results over the bias roles (0 for broadcast dims)."""
-    rank = mask.type.rank
-    roles = ("b", "q_head", "s", "l")[4 - rank:]
-    keys = mask.type.shape[-1]
-    if keys > shapes.total_len:
-        raise op.error(f"attn_mask covers {keys} keys but there are only {shapes.total_len}")
-    if keys < shapes.total_len:
-        pad = w.constant(0, "i1") if mask.type.element == "i1" else w.constant(-math.inf, mask.type.element)
-        mask = w.pad_high(mask, rank - 1, shapes.total_len - keys, pad)
-    expected = {"b": shapes.batch, "q_head": shapes.q_heads, "s": shapes.query_len, "l": shapes.total_len}
-    results = []
-    for dim, (role, size) in enumerate(zip(roles, mask.type.shape)):
-        if size == 1 and expected[role] != 1:
-            results.append("0")
-        elif size != expected[role]:
-            raise op.error(f"attn_mask shape {list(mask.type.shape)} does not broadcast to "
-                           f"[{shapes.batch}, {shapes.q_heads}, {shapes.query_len}, {shapes.total_len}]")
-        elif role == "q_head":
-            results += ["h", "g"]
-        else:
-            results.append(role)
-    if "h" in results:
-        dim = roles.index("q_head")
-        groups = [[i] for i in range(dim)] + [[dim, dim + 1]] + [[i + 1] for i in range(dim + 1, rank)]
-        shape = list(mask.type.shape[:dim]) + [shapes.kv_heads, shapes.group] + list(mask.type.shape[dim + 1:])
-        mask = w.expand_shape(mask, groups, shape)
-    return mask, results
-
-
-_FLOAT_WIDTH = {"bf16": 16, "f16": 16, "f32": 32, "f64": 64}
-
-
-def _float_cast(b: FunctionWriter, value: Value, element: str) -> Value:
-    if value.type == element:
-        return value
-    return b.cast("extf" if _FLOAT_WIDTH[value.type] < _FLOAT_WIDTH[element] else "truncf", value, element)
-
-
-def _zero_fully_masked_rows(w: FunctionWriter, out: Value, out_roles, bias: Value, bias_roles) -> Value:
-    row_roles = [r for r in bias_roles if r != "l"]
-    element = bias.type.element
-    row_type = TensorType(tuple(bias.type.shape[bias_roles.index(r)] for r in row_roles), element)
-    lowest = w.fill(w.constant(-math.inf, element), row_type)
-    row_max = w.generic(bias_roles, [(bias, bias_roles)], lowest,
-                        lambda b, block: b.binary("maximumf", block[0], block[1]), reduction_dims=("l",))
-
-    def guard(b: FunctionWriter, block: list[Value]) -> Value:
-        fully_masked = b.compare("cmpf", "oeq", block[1], b.constant(-math.inf, element))
-        return b.select(fully_masked, b.constant(0.0, out.type.element), block[0])
-
-    return w.generic(out_roles, [(out, out_roles), (row_max, row_roles)], w.empty(out.type), guard)

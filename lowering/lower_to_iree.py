@@ -7,6 +7,7 @@ moves that body in place of the op. An op without a rule is an error naming the 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from iree.compiler import ir
@@ -14,6 +15,8 @@ from iree.compiler import ir
 from kvattn.lowering import dialect
 from kvattn.lowering.diagnostics import NodeError
 from kvattn.lowering.lower_attention import lower_attention
+from kvattn.lowering.lower_rms_normalization import lower_rms_normalization
+from kvattn.lowering.lower_rotary_embedding import lower_rotary_embedding
 from kvattn.lowering.lower_tensor_scatter import lower_tensor_scatter
 from kvattn.lowering.mlir_text import FunctionWriter, Value, splice
 from kvattn.lowering.options import LoweringOptions
@@ -23,11 +26,19 @@ Rule = Callable[[dialect.KvOp, FunctionWriter, dict[str, Value], LoweringOptions
 RULES: dict[str, Rule] = {
     dialect.ATTENTION.name: lower_attention,
     dialect.TENSOR_SCATTER.name: lower_tensor_scatter,
+    dialect.ROTARY_EMBEDDING.name: lower_rotary_embedding,
+    dialect.RMS_NORMALIZATION.name: lower_rms_normalization,
 }
 
 
-def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptions()) -> dict[str, list[str]]:
-    """Lower all kvattn ops; returns, per ONNX node, the names of the ops it lowered to."""
+@dataclasses.dataclass(frozen=True)
+class Lowered:
+    ops: list[str]  # the ops the node lowered to, in order, without arith
+    notes: list[str]  # the rule's choices, e.g. which route it took and why
+
+
+def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptions()) -> dict[str, Lowered]:
+    """Lower all kvattn ops; returns, per ONNX node, what it lowered to."""
     lowered = {}
     for op in dialect.kvattn_ops(module):
         rule = RULES.get(op.spec.name)
@@ -38,7 +49,7 @@ def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptio
     return lowered
 
 
-def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> list[str]:
+def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> Lowered:
     writer = FunctionWriter(op.node)
     args = {name: Value(f"%{name}", op.operand_type(name))
             for name in op.spec.operands if op.operand(name) is not None}
@@ -50,4 +61,4 @@ def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> list[str
     for name in moved:
         if not name.startswith("arith.") and name not in names:
             names.append(name)
-    return names
+    return Lowered(names, writer.notes)

@@ -40,7 +40,11 @@ def float_literal(value: float, element: str) -> str:
         bits = {"f32": ("0x7F800000", "0xFF800000"), "f16": ("0x7C00", "0xFC00"),
                 "bf16": ("0x7F80", "0xFF80"), "f64": ("0x7FF0000000000000", "0xFFF0000000000000")}
         return bits[element][value < 0]
-    return repr(float(value))
+    text = repr(float(value))
+    mantissa, exponent_mark, exponent = text.partition("e")
+    if "." not in mantissa and "n" not in mantissa:  # MLIR wants 1.0e-05, not 1e-05
+        mantissa += ".0"
+    return mantissa + exponent_mark + exponent
 
 
 class FunctionWriter:
@@ -51,6 +55,20 @@ class FunctionWriter:
         self._location = location.replace("\\", "/").replace('"', "'")
         self._indent = indent
         self._count = 0
+        self.notes: list[str] = []  # what the rule chose and why, for `kvattn inspect`
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def nested(self) -> "FunctionWriter":
+        """A writer for a region body, indented one level deeper; `absorb` it when done."""
+        inner = FunctionWriter(self._location, self._indent + "  ")
+        inner._count = self._count
+        return inner
+
+    def absorb(self, inner: "FunctionWriter") -> None:
+        self.lines.extend(inner.lines)
+        self._count = inner._count
 
     def fresh(self, hint: str = "v") -> str:
         self._count += 1
@@ -164,11 +182,9 @@ class FunctionWriter:
         args = [Value(f"%in{k}_{name[1:]}", element_of(v)) for k, (v, _) in enumerate(inputs)]
         args.append(Value(f"%out_{name[1:]}", element_of(init)))
         self.line(f"^bb0({', '.join(f'{a.name}: {a.type}' for a in args)}):")
-        inner = FunctionWriter(self._location, self._indent + "  ")
-        inner._count = self._count
+        inner = self.nested()
         result = body(inner, args)
-        self._count = inner._count
-        self.lines.extend(inner.lines)
+        self.absorb(inner)
         self.line(f"  linalg.yield {result} : {result.mlir_type}")
         self.line(f'}} -> {init.mlir_type} loc("{self._location}")')
         return Value(name, init.type)

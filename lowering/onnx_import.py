@@ -10,6 +10,7 @@ kvattn ops.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import onnx
@@ -74,8 +75,13 @@ def opset_of(model: onnx.ModelProto) -> int:
     raise KvattnError("the ONNX model imports no default-domain opset")
 
 
+DOMAIN_ATTR = "onnx_domain"
+
+
 def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
-    """Import the (already named) model's main graph as a torch-dialect module."""
+    """Import the (already named) model's main graph as a torch-dialect module. The importer
+    drops a node's domain from the op name (`onnx.X` for every domain), so each torch.operator
+    of a non-default domain gets an `onnx_domain` attribute."""
     info = onnx_importer.ModelInfo(model)
     module = info.create_module(context=context)
     importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
@@ -86,4 +92,14 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
             importer.import_all()
     except onnx_importer.OnnxImportError as exc:
         raise KvattnError(f"IREE's ONNX importer rejected the model: {exc}") from None
+    domains = {node.name: node.domain for node in model.graph.node if node.domain not in ("", "ai.onnx")}
+    if domains:
+        def tag(op):
+            if op.operation.name == "torch.operator":
+                match = re.search(r'loc\("([^"]*)"', str(op.operation.location))
+                if match and match.group(1) in domains:
+                    op.operation.attributes[DOMAIN_ATTR] = ir.StringAttr.get(domains[match.group(1)])
+            return ir.WalkResult.ADVANCE
+
+        module.operation.walk(tag)
     return module

@@ -19,6 +19,7 @@ from iree.compiler import ir
 
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.diagnostics import NodeError
+from kvattn.lowering.onnx_import import DOMAIN_ATTR
 
 ONNX_OPS = {spec.onnx_op: spec for spec in dialect.registered_ops()}
 _TORCH_ATTR_PREFIX = "torch.onnx."
@@ -33,14 +34,19 @@ def raise_onnx_ops(module: ir.Module) -> list[dialect.KvOp]:
         candidates = []
         func.operation.walk(lambda op: candidates.append(op.operation) or ir.WalkResult.ADVANCE)
         for op in candidates:
-            if op.name == "torch.operator" and _onnx_op_name(op) in ONNX_OPS:
-                raised.append(_raise_one(op, ONNX_OPS[_onnx_op_name(op)], opset))
+            spec = ONNX_OPS.get(_onnx_op_name(op)) if op.name == "torch.operator" else None
+            if spec is not None and _domain(op) == spec.onnx_domain:
+                raised.append(_raise_one(op, spec, opset))
     return raised
 
 
 def _onnx_op_name(op: ir.Operation) -> str:
     name = ir.StringAttr(op.attributes["name"]).value
     return name.removeprefix("onnx.")
+
+
+def _domain(op: ir.Operation) -> str:
+    return ir.StringAttr(op.attributes[DOMAIN_ATTR]).value if DOMAIN_ATTR in op.attributes else ""
 
 
 def _function_opset(func) -> int:

@@ -34,6 +34,7 @@ class RaisedNode:
     onnx_op: str
     kvattn_op: str
     lowered_to: list[str] = dataclasses.field(default_factory=list)
+    route: str = ""
 
 
 @dataclasses.dataclass
@@ -71,5 +72,6 @@ def _record(result: PipelineResult, pass_name: str, outcome) -> None:
         result.raised = [RaisedNode(op.node, op.spec.onnx_op, op.spec.name) for op in outcome]
     elif pass_name == "kvattn-lower-to-iree":
         for node in result.raised:
-            node.lowered_to = outcome.get(node.node, [])
+            node.lowered_to = outcome[node.node].ops
+            node.route = "; ".join(outcome[node.node].notes)
 

@@ -31,6 +31,8 @@ def summary(source, target: str = "llvm-cpu", arch: str | None = None) -> str:
     for node in result.raised:
         lowered = ", ".join(op for op in node.lowered_to if op not in _PLUMBING)
         lines.append(f"  {node.node:<{width}}  {node.onnx_op} → {node.kvattn_op} → {lowered}")
+        if node.route:
+            lines.append(f"  {'':<{width}}  route: {node.route}")
     if others:
         listed = ", ".join(f"{op} ×{count}" if count > 1 else op for op, count in sorted(others.items()))
         lines.append(f"other nodes (IREE's ONNX lowering): {listed}")

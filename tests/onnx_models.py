@@ -16,13 +16,14 @@ _ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): Tenso
 
 def single_node_model(op_type: str, inputs: dict[str, np.ndarray], input_names: list[str],
                       output_shapes: dict[str, tuple[tuple[int, ...], np.dtype]], opset: int,
-                      node_name: str = "", **attributes) -> onnx.ModelProto:
-    """One node; `input_names` may contain "" for omitted optional inputs."""
-    node = helper.make_node(op_type, input_names, list(output_shapes), name=node_name, **attributes)
+                      node_name: str = "", output_names: list[str] | None = None, **attributes) -> onnx.ModelProto:
+    """One node; `input_names` and `output_names` (default: the keys of `output_shapes`) may
+    contain "" for omitted optional inputs and outputs."""
+    node = helper.make_node(op_type, input_names, output_names or list(output_shapes), name=node_name, **attributes)
     graph = helper.make_graph(
         [node], f"{op_type.lower()}_model",
         [helper.make_tensor_value_info(n, _ELEMENT[a.dtype], a.shape) for n, a in inputs.items()],
-        [helper.make_tensor_value_info(n, _ELEMENT[np.dtype(d)], s) for n, (s, d) in output_shapes.items() if n],
+        [helper.make_tensor_value_info(n, _ELEMENT[np.dtype(d)], s) for n, (s, d) in output_shapes.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model, full_check=True)

@@ -25,6 +25,7 @@ class Config:
     rank: int = 4
     mask: tuple | None = None  # (shape, "bool" | "float")
     nonpad: tuple | None = None
+    qk_mode: int | None = None  # request the qk_matmul_output output with this mode
     dtype: type = np.float32
     opset: int = 24
     attrs: dict = dataclasses.field(default_factory=dict)
@@ -48,6 +49,15 @@ CONFIGS = {
     "fp16_gqa_causal": Config(q_heads=4, kv_heads=2, query_len=5, kv_len=5, dtype=np.float16,
                               attrs={"is_causal": 1}),
     "nonpad_zero_gives_zero_rows": Config(batch=2, query_len=1, kv_len=8, nonpad=(0, 3)),
+    "softcap_gqa_causal_past": Config(q_heads=6, kv_heads=2, past=3, attrs={"is_causal": 1, "softcap": 1.5}),
+    "softcap_3d_window_bool_mask": Config(rank=3, q_heads=4, kv_heads=1, query_len=5, kv_len=7, mask=((5, 7), "bool"),
+                                          attrs={"softcap": 4.0, "left_window_size": 2}, opset=25),
+    "qk_mode0_softcap_gqa": Config(q_heads=4, kv_heads=2, qk_mode=0, attrs={"softcap": 3.0}),
+    "qk_mode1_3d_past": Config(rank=3, q_heads=2, kv_heads=2, past=2, qk_mode=1, mask=((3, 7), "float")),
+    "qk_mode2_causal_nonpad": Config(batch=2, q_heads=4, kv_heads=4, query_len=2, kv_len=6, nonpad=(3, 6),
+                                     qk_mode=2, attrs={"is_causal": 1}),
+    "qk_mode3_fully_masked_row": Config(q_heads=2, kv_heads=2, query_len=2, kv_len=4, mask=((2, 4), "bool"),
+                                        qk_mode=3),
 }
 
 
@@ -74,7 +84,7 @@ def _inputs(config: Config, rng):
     if config.nonpad:
         inputs["nonpad_kv_seqlen"] = np.array(config.nonpad, dtype=np.int64)
         names[6] = "nonpad_kv_seqlen"
-    while names[-1] == "":
+    while names[-1] == "":  # trailing omitted inputs are left out
         names.pop()
     return inputs, names
 
@@ -84,11 +94,16 @@ def _outputs(config: Config):
     y = ((config.batch, config.q_heads, config.query_len, value_head) if config.rank == 4
          else (config.batch, config.query_len, config.q_heads * value_head))
     outputs = {"Y": (y, config.dtype)}
+    total = config.past + config.kv_len
     if config.past:
-        total = config.past + config.kv_len
         outputs["present_key"] = ((config.batch, config.kv_heads, total, config.head), config.dtype)
         outputs["present_value"] = ((config.batch, config.kv_heads, total, value_head), config.dtype)
-    return outputs
+    if config.qk_mode is not None:
+        outputs["qk_matmul_output"] = ((config.batch, config.q_heads, config.query_len, total), config.dtype)
+    names = [name if name in outputs else "" for name in ("Y", "present_key", "present_value", "qk_matmul_output")]
+    while names[-1] == "":
+        names.pop()
+    return outputs, names
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -96,10 +111,17 @@ def test_attention_matches_reference(name):
     config = CONFIGS[name]
     inputs, names = _inputs(config, np.random.default_rng(sorted(CONFIGS).index(name)))
     attrs = dict(config.attrs)
+    if config.qk_mode is not None:
+        attrs["qk_matmul_output_mode"] = config.qk_mode
     if config.rank == 3:
         attrs.update(q_num_heads=config.q_heads, kv_num_heads=config.kv_heads)
-    model = single_node_model("Attention", inputs, names, _outputs(config), config.opset, **attrs)
+    outputs, output_names = _outputs(config)
+    model = single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names, **attrs)
     tolerance = 2e-3 if config.dtype == np.float16 else 1e-5
     got, _ = compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
     if name == "nonpad_zero_gives_zero_rows":
         assert not np.isnan(got[0]).any() and np.all(got[0][0] == 0)
+    if name == "qk_mode3_fully_masked_row":
+        inputs["attn_mask"][0] = False  # the first query row attends to nothing
+        got, _ = compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
+        assert np.all(got[0][:, :, 0] == 0) and np.all(got[1][:, :, 0] == 0)

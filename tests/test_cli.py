@@ -123,14 +123,28 @@ def test_missing_file_is_a_clear_error(tmp_path):
     _assert_user_error(_kvattn("compile", tmp_path / "nope.onnx", "-o", tmp_path / "x.vmfb"), "no such file")
 
 
-def test_unsupported_attribute_names_node_and_attribute(tmp_path):
+def test_invalid_attribute_names_node_and_attribute(tmp_path):
     q = np.zeros((1, 2, 4, 8), np.float32)
     model = single_node_model("Attention", {"Q": q, "K": q, "V": q}, ["Q", "K", "V"],
-                              {"Y": ((1, 2, 4, 8), np.float32)}, 23, node_name="capped_attention", softcap=30.0)
-    path = tmp_path / "softcap.onnx"
+                              {"Y": ((1, 2, 4, 8), np.float32)}, 23, node_name="odd_attention", is_causal=2)
+    path = tmp_path / "odd.onnx"
     onnx.save(model, path)
     _assert_user_error(_kvattn("compile", path, "-o", tmp_path / "x.vmfb"),
-                       "Attention node 'capped_attention'", "softcap=30.0", "not supported yet")
+                       "Attention node 'odd_attention'", "attribute is_causal=2 must be 0 or 1")
+
+
+def test_unsupported_dynamic_shape_names_node_and_input(tmp_path):
+    q = onnx.helper.make_tensor_value_info("Q", onnx.TensorProto.FLOAT, [1, 2, "sequence", 8])
+    k = onnx.helper.make_tensor_value_info("K", onnx.TensorProto.FLOAT, [1, 2, 4, 8])
+    y = onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [1, 2, "sequence", 8])
+    node = onnx.helper.make_node("Attention", ["Q", "K", "K"], ["Y"], name="prompt_attention")
+    model = onnx.helper.make_model(onnx.helper.make_graph([node], "dynamic", [q, k], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 23)])
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    _assert_user_error(_kvattn("compile", path, "-o", tmp_path / "x.vmfb"),
+                       "Attention node 'prompt_attention'", "input Q with dynamic shape float32[1,2,?,8]",
+                       "not supported yet")
 
 
 def test_wrong_input_name_lists_expected_inputs(tmp_path, decode_onnx, decode_inputs):

@@ -1,4 +1,4 @@
-"""ONNX conformance: the official node tests for TensorScatter and Attention, run through kvattn's
+"""ONNX conformance: the official node tests for kvattn's operators, run through kvattn's
 ONNX backend on llvm-cpu and Vulkan, and compiled for CUDA and HIP. Cases kvattn does not handle
 yet, and target-specific differences, are xfail with the reason."""
 
@@ -14,32 +14,9 @@ from kvattn.runtime import backend, targets
 from kvattn.runtime.compiler import compile_model
 from tests.conformance_cases import node_cases
 
-SOFTCAP = "softcap is not lowered yet"
-QK_OUTPUT = "the qk_matmul_output output is not lowered yet"
 LOW_PRECISION = ("1-ulp differences: the reference rounds every intermediate to fp16/bf16, kvattn "
                  "accumulates in f32 and rounds once; rtol=1e-3 is below bf16's epsilon")
 
-KNOWN_GAPS = {
-    **{name: SOFTCAP for name in (
-        "test_attention_4d_softcap", "test_attention_4d_gqa_softcap", "test_attention_4d_diff_heads_sizes_softcap",
-        "test_attention_3d_softcap", "test_attention_3d_gqa_softcap", "test_attention_3d_diff_heads_sizes_softcap",
-        "test_attention_4d_softcap_neginf_mask", "test_attention_4d_softcap_neginf_mask_poison",
-        "test_attention_4d_with_qk_matmul_softcap", "test_attention_3d_with_past_and_present_qk_matmul_softcap",
-        "test_attention_local_window_gqa_rank4_mask")},
-    **{name: QK_OUTPUT for name in (
-        "test_attention_4d_with_qk_matmul", "test_attention_4d_with_qk_matmul_bias",
-        "test_attention_4d_with_qk_matmul_softmax", "test_attention_4d_with_past_and_present_qk_matmul_bias",
-        "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask",
-        "test_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask",
-        "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal",
-        "test_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask_causal",
-        "test_attention_4d_with_past_and_present_qk_matmul", "test_attention_3d_with_past_and_present_qk_matmul",
-        "test_attention_3d_with_past_and_present_qk_matmul_bias",
-        "test_attention_3d_with_past_and_present_qk_matmul_softmax",
-        "test_attention_23_fullymasked_qk_matmul_output_mode3_zero",
-        "test_attention_24_fullymasked_qk_matmul_output_mode3_zero",
-        "test_attention_24_qk_matmul_output_mode3_softmax_precision")},
-}
 # Rounding-only gaps: whether the last ulp agrees can depend on the CPU, so these are not strict.
 ROUNDING_GAPS = {name: LOW_PRECISION for name in (
     "test_attention_4d_causal_bf16", "test_attention_4d_causal_fp16", "test_attention_4d_padded_kv_bf16",
@@ -52,8 +29,10 @@ ROUNDING_GAPS = {name: LOW_PRECISION for name in (
 VULKAN_FP16 = "IREE's fp16 emulation for vp_android_baseline_2022 miscomputes (a plain fp16 Add is wrong too)"
 VULKAN_GAPS = {name: VULKAN_FP16 for name in (
     "test_attention_4d_fp16", "test_attention_4d_gqa_with_past_and_present_fp16", "test_attention_4d_causal_fp16",
-    "test_attention_4d_gqa_causal_nonpad_decode_fp16", "test_attention_local_window_ext_cache_float16_mask")}
+    "test_attention_4d_gqa_causal_nonpad_decode_fp16", "test_attention_local_window_ext_cache_float16_mask",
+    "test_attention_24_qk_matmul_output_mode3_softmax_precision")}
 RUN_TARGETS = ("llvm-cpu", "vulkan")
+OPS = ("TensorScatter", "Attention", "RotaryEmbedding", "RMSNormalization")
 COMPILE_ONLY_TARGETS = ("cuda", "hip")
 
 
@@ -62,9 +41,7 @@ def _params(op_type: str, target_names):
     for target in target_names:
         for case in node_cases(op_type):
             marks = []
-            if case.name in KNOWN_GAPS:
-                marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[case.name], strict=True))
-            elif target == "vulkan" and case.name in VULKAN_GAPS:
+            if target == "vulkan" and case.name in VULKAN_GAPS:
                 marks.append(pytest.mark.xfail(reason=VULKAN_GAPS[case.name], strict=True))
             elif case.name in ROUNDING_GAPS and target in RUN_TARGETS:
                 marks.append(pytest.mark.xfail(reason=ROUNDING_GAPS[case.name], strict=False))
@@ -114,16 +91,27 @@ def test_attention_conformance(target, case):
     _check_run(target, case)
 
 
-@pytest.mark.parametrize("target, case", _params("TensorScatter", COMPILE_ONLY_TARGETS)
-                         + _params("Attention", COMPILE_ONLY_TARGETS))
+@pytest.mark.parametrize("target, case", _params("RotaryEmbedding", RUN_TARGETS))
+def test_rotary_embedding_conformance(target, case):
+    _check_run(target, case)
+
+
+@pytest.mark.parametrize("target, case", _params("RMSNormalization", RUN_TARGETS))
+def test_rms_normalization_conformance(target, case):
+    _check_run(target, case)
+
+
+@pytest.mark.parametrize("target, case", [p for op in OPS for p in _params(op, COMPILE_ONLY_TARGETS)])
 def test_compiles_for_gpu(target, case):
     """CUDA and HIP need no toolkit to compile; the vmfb must hold that target's executables."""
     _check_compiles(target, case)
 
 
 def test_case_counts():
-    """The suite covers every official case (93 Attention, 3 TensorScatter); no silent drop."""
+    """The suite covers every official case; no silent drop."""
     assert len(node_cases("Attention")) == 93
     assert len(node_cases("TensorScatter")) == 3
-    gaps = set(KNOWN_GAPS) | set(ROUNDING_GAPS) | set(VULKAN_GAPS)
+    assert len(node_cases("RotaryEmbedding")) == 8
+    assert len(node_cases("RMSNormalization")) == 19
+    gaps = set(ROUNDING_GAPS) | set(VULKAN_GAPS)
     assert gaps <= {c.name for c in node_cases("Attention")}

@@ -10,10 +10,10 @@
 // CHECK-LABEL: func.func @gqa_causal
 //  CHECK-SAME:   %[[Q:[a-z0-9]+]]: tensor<1x8x4x16xf32>, %[[K:[a-z0-9]+]]: tensor<1x2x4x16xf32>, %[[V:[a-z0-9]+]]: tensor<1x2x4x16xf32>
 //       CHECK:   %[[QE:.*]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [1, 2, 4, 4, 16]
-//       CHECK:   %[[SCALE:.*]] = arith.constant 2.500000e-01 : f32
 //       CHECK:   %[[BIAS:.*]] = linalg.generic
 //       CHECK:     arith.cmpi sle
 //       CHECK:   } -> tensor<4x4xf32>
+//       CHECK:   %[[SCALE:.*]] = arith.constant 2.500000e-01 : f32
 //       CHECK:   %[[ATT:.*]] = iree_linalg_ext.attention <indexing_maps = [#[[$Q]], #[[$K]], #[[$V]], #{{.*}}, #[[$M]], #[[$O]]]>
 //  CHECK-SAME:     ins(%[[QE]], %[[K]], %[[V]], %[[SCALE]], %[[BIAS]] :
 //  CHECK-SAME:     outs(%{{.*}} : tensor<1x2x4x4x16xf32>)
@@ -80,4 +80,39 @@ func.func @mha_3d_past(%q: tensor<1x3x16xf32>, %k: tensor<1x3x16xf32>, %v: tenso
 func.func @decode_nonpad(%q: tensor<2x4x1x8xf32>, %k: tensor<2x2x16x8xf32>, %v: tensor<2x2x16x8xf32>, %nonpad: tensor<2xi64>) -> tensor<2x4x1x8xf32> {
   %0 = "kvattn.attention"(%q, %k, %v, %nonpad) {is_causal = 1 : i64, onnx_node = "decode", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 1>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<2x4x1x8xf32>, tensor<2x2x16x8xf32>, tensor<2x2x16x8xf32>, tensor<2xi64>) -> tensor<2x4x1x8xf32>
   return %0 : tensor<2x4x1x8xf32>
+}
+
+// -----
+
+// softcap c·tanh(s/c) goes into the score region, which sees x = s·log2(e): c' = 2·log2(e).
+// CHECK-LABEL: func.func @softcap_in_region
+//       CHECK:   iree_linalg_ext.attention
+//       CHECK:   ^bb0(%[[X:.*]]: f32):
+//       CHECK:     %[[C:.*]] = arith.constant 2.885390{{[0-9]*}}e+00 : f32
+//       CHECK:     %[[D:.*]] = arith.divf %[[X]], %[[C]] : f32
+//       CHECK:     %[[T:.*]] = math.tanh %[[D]] : f32
+//       CHECK:     %[[Y:.*]] = arith.mulf %[[T]], %[[C]] : f32
+//       CHECK:     iree_linalg_ext.yield %[[Y]] : f32
+func.func @softcap_in_region(%q: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
+  %0 = "kvattn.attention"(%q, %q, %q) {softcap = 2.0 : f32, onnx_node = "capped", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32>
+  return %0 : tensor<1x2x4x8xf32>
+}
+
+// -----
+
+// qk_matmul_output takes the unfused route: S = scale·Q·Kᵀ as a reduction over d, + bias,
+// softmax (max, exp, sum, divide), then P·V; mode 2 returns S + bias, collapsed to [B, Hq, S, T].
+// CHECK-LABEL: func.func @qk_output_unfused
+//   CHECK-NOT:   iree_linalg_ext.attention
+//       CHECK:   %[[DOT:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
+//       CHECK:   %[[SCALED:.*]] = linalg.generic {{.*}} ins(%[[DOT]]
+//       CHECK:   %[[LOGITS:.*]] = linalg.generic {{.*}} ins(%[[SCALED]], %{{.*}} : tensor<1x2x1x4x6xf32>, tensor<4x6xf32>)
+//       CHECK:     arith.maximumf
+//       CHECK:     math.exp
+//       CHECK:     arith.divf
+//       CHECK:   %[[QK:.*]] = tensor.collapse_shape %[[LOGITS]] {{\[}}[0], [1, 2], [3], [4]] : tensor<1x2x1x4x6xf32> into tensor<1x2x4x6xf32>
+//       CHECK:   return %{{.*}}, %[[QK]]
+func.func @qk_output_unfused(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x6x8xf32>, %mask: tensor<4x6xf32>) -> (tensor<1x2x4x8xf32>, tensor<1x2x4x6xf32>) {
+  %0:2 = "kvattn.attention"(%q, %k, %k, %mask) {qk_matmul_output_mode = 2 : i64, onnx_node = "with_scores", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 1>} : (tensor<1x2x4x8xf32>, tensor<1x2x6x8xf32>, tensor<1x2x6x8xf32>, tensor<4x6xf32>) -> (tensor<1x2x4x8xf32>, tensor<1x2x4x6xf32>)
+  return %0#0, %0#1 : tensor<1x2x4x8xf32>, tensor<1x2x4x6xf32>
 }

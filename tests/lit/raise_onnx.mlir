@@ -57,3 +57,15 @@ func.func @not_ours(%arg0: !torch.vtensor<[4],f32>) -> !torch.vtensor<[4],f32> a
   %0 = torch.operator "onnx.Add"(%arg0, %arg0) : (!torch.vtensor<[4],f32>, !torch.vtensor<[4],f32>) -> !torch.vtensor<[4],f32>
   return %0 : !torch.vtensor<[4],f32>
 }
+
+// -----
+
+// An operator of another domain with the same name (com.microsoft RotaryEmbedding) is not ours;
+// the importer records its domain since the op name drops it.
+// CHECK-LABEL: func.func @other_domain
+//       CHECK:   torch.operator "onnx.RotaryEmbedding"
+//   CHECK-NOT:   kvattn.
+func.func @other_domain(%arg0: !torch.vtensor<[1,3,8],f32>, %arg1: !torch.vtensor<[1,3],si64>, %arg2: !torch.vtensor<[4,2],f32>) -> !torch.vtensor<[1,3,8],f32> attributes {torch.onnx_meta.opset_version = 23 : si64} {
+  %0 = torch.operator "onnx.RotaryEmbedding"(%arg0, %arg1, %arg2, %arg2) {onnx_domain = "com.microsoft"} : (!torch.vtensor<[1,3,8],f32>, !torch.vtensor<[1,3],si64>, !torch.vtensor<[4,2],f32>, !torch.vtensor<[4,2],f32>) -> !torch.vtensor<[1,3,8],f32> loc("ms_rope")
+  return %0 : !torch.vtensor<[1,3,8],f32>
+}
