@@ -69,7 +69,7 @@ def keys_or_values(w, op: KvOp, args, name, past_name, present_name, head, shape
         new = w.expand_shape(new, [[0], [1], [2, 3]], [shapes.batch, shapes.new_len, shapes.kv_heads, head])
         roles = ("b", "l", "h", "d")
     past = args.get(past_name)
-    if past is None and op.result(present_name) is None:
+    if past is None and (present_name not in op.spec.results or op.result(present_name) is None):
         return new, roles, None
     expected = (shapes.batch, shapes.kv_heads, shapes.past_len, head)
     if past is not None and past.type.shape != expected:

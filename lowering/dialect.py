@@ -48,6 +48,7 @@ class OpSpec:
     attributes: tuple[Attr, ...]
     verifier: Callable[["KvOp"], None]
     onnx_domain: str = ""  # the operator's ONNX domain ("" is the default domain)
+    regions: tuple[str, ...] = ()  # graph attributes, kept as regions (empty when absent)
 
     def attribute(self, name: str) -> Attr:
         for attr in self.attributes:
@@ -109,6 +110,12 @@ class KvOp:
 
     def present_results(self) -> list[tuple[str, ir.Value]]:
         return [(name, value) for name, value in self._results.items() if value is not None]
+
+    def region(self, name: str) -> ir.Block | None:
+        """The single block of a graph-attribute region, or None when the attribute is absent."""
+        region = self.operation.regions[self.spec.regions.index(name)]
+        blocks = list(region.blocks)
+        return blocks[0] if blocks else None
 
     def attr(self, name: str):
         """The attribute's Python value, or its spec default when absent."""
@@ -175,6 +182,7 @@ def build(
         results=[result_types[n] for n in spec.results if n in result_types],
         operands=[operands[n] for n in spec.operands if n in operands],
         attributes=attrs,
+        regions=len(spec.regions),
         loc=location,
     )
     return KvOp(operation)
@@ -348,5 +356,29 @@ RMS_NORMALIZATION = register(
         optional_results=frozenset(),
         attributes=(Attr("axis", "int", -1), Attr("epsilon", "float", 1e-5), Attr("stash_type", "int", 1)),
         verifier=_verify_rms_normalization,
+    )
+)
+
+
+def _verify_flex_attention(op: KvOp) -> None:
+    q, k, v = (op.operand_type(n) for n in ("Q", "K", "V"))
+    if not (q.rank == k.rank == v.rank == 4):
+        raise op.error(f"Q, K and V must be 4D, got {q.describe()}, {k.describe()}, {v.describe()}")
+    if q.element not in tensor_types.FLOAT_ELEMENTS or k.element != q.element or v.element != q.element:
+        raise op.error(f"Q, K and V must share one float dtype, got {q.describe()}, {k.describe()}, {v.describe()}")
+
+
+FLEX_ATTENTION = register(
+    OpSpec(
+        name="kvattn.flex_attention",
+        onnx_op="FlexAttention",
+        onnx_domain="ai.onnx.preview",
+        operands=("Q", "K", "V"),
+        optional_operands=frozenset(),
+        results=("Y",),
+        optional_results=frozenset(),
+        attributes=(Attr("scale", "float"), Attr("softmax_precision", "int")),
+        regions=("prob_mod", "score_mod"),
+        verifier=_verify_flex_attention,
     )
 )

@@ -15,6 +15,7 @@ from iree.compiler import ir
 from kvattn.lowering import dialect
 from kvattn.lowering.diagnostics import NodeError
 from kvattn.lowering.lower_attention import lower_attention
+from kvattn.lowering.lower_flex_attention import lower_flex_attention
 from kvattn.lowering.lower_rms_normalization import lower_rms_normalization
 from kvattn.lowering.lower_rotary_embedding import lower_rotary_embedding
 from kvattn.lowering.lower_tensor_scatter import lower_tensor_scatter
@@ -28,6 +29,7 @@ RULES: dict[str, Rule] = {
     dialect.TENSOR_SCATTER.name: lower_tensor_scatter,
     dialect.ROTARY_EMBEDDING.name: lower_rotary_embedding,
     dialect.RMS_NORMALIZATION.name: lower_rms_normalization,
+    dialect.FLEX_ATTENTION.name: lower_flex_attention,
 }
 
 

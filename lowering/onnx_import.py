@@ -76,12 +76,15 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 
 DOMAIN_ATTR = "onnx_domain"
+REGION_NAMES_ATTR = "onnx_region_names"
 
 
 def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
     """Import the (already named) model's main graph as a torch-dialect module. The importer
-    drops a node's domain from the op name (`onnx.X` for every domain), so each torch.operator
-    of a non-default domain gets an `onnx_domain` attribute."""
+    drops a node's domain from the op name (`onnx.X` for every domain) and the names of graph
+    attributes (imported as regions in sorted name order), so each torch.operator of a
+    non-default domain gets an `onnx_domain` attribute, and each with regions an
+    `onnx_region_names` attribute."""
     info = onnx_importer.ModelInfo(model)
     module = info.create_module(context=context)
     importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
@@ -92,13 +95,20 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
             importer.import_all()
     except onnx_importer.OnnxImportError as exc:
         raise KvattnError(f"IREE's ONNX importer rejected the model: {exc}") from None
-    domains = {node.name: node.domain for node in model.graph.node if node.domain not in ("", "ai.onnx")}
-    if domains:
+    tags = {}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            tags.setdefault(node.name, {})[DOMAIN_ATTR] = ir.StringAttr.get(node.domain)
+        regions = sorted(a.name for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+        if regions:
+            tags.setdefault(node.name, {})[REGION_NAMES_ATTR] = ir.ArrayAttr.get(
+                [ir.StringAttr.get(name) for name in regions])
+    if tags:
         def tag(op):
             if op.operation.name == "torch.operator":
                 match = re.search(r'loc\("([^"]*)"', str(op.operation.location))
-                if match and match.group(1) in domains:
-                    op.operation.attributes[DOMAIN_ATTR] = ir.StringAttr.get(domains[match.group(1)])
+                for name, value in tags.get(match.group(1) if match else None, {}).items():
+                    op.operation.attributes[name] = value
             return ir.WalkResult.ADVANCE
 
         module.operation.walk(tag)

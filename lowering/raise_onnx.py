@@ -19,7 +19,7 @@ from iree.compiler import ir
 
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.diagnostics import NodeError
-from kvattn.lowering.onnx_import import DOMAIN_ATTR
+from kvattn.lowering.onnx_import import DOMAIN_ATTR, REGION_NAMES_ATTR
 
 ONNX_OPS = {spec.onnx_op: spec for spec in dialect.registered_ops()}
 _TORCH_ATTR_PREFIX = "torch.onnx."
@@ -93,12 +93,26 @@ def _raise_one(op: ir.Operation, spec: dialect.OpSpec, opset: int) -> dialect.Kv
             if name not in known:
                 raise NodeError(spec.onnx_op, node, f"unknown attribute '{name}'")
         kv_op = dialect.build(spec, operands, result_types, attributes, node, opset, op.location)
+        _move_regions(op, kv_op, spec)
         for name, result in zip(spec.results, op.results):
             if name in result_types:
                 new = _cast("torch_c.from_builtin_tensor", kv_op.result(name), result.type)
                 result.replace_all_uses_with(new)
     op.erase()
     return kv_op
+
+
+def _move_regions(source: ir.Operation, kv_op: dialect.KvOp, spec: dialect.OpSpec) -> None:
+    """Move the graph-attribute regions of the torch.operator to the kvattn op, by name."""
+    if not spec.regions:
+        return
+    names = [ir.StringAttr(n).value for n in source.attributes[REGION_NAMES_ATTR]] \
+        if REGION_NAMES_ATTR in source.attributes else []
+    for name, region in zip(names, source.regions):
+        if name not in spec.regions:
+            raise NodeError(spec.onnx_op, kv_op.node, f"unknown graph attribute '{name}'")
+        for block in list(region.blocks):
+            block.append_to(kv_op.operation.regions[spec.regions.index(name)])
 
 
 def _cast(op_name: str, value: ir.Value, result_type: ir.Type) -> ir.Value:

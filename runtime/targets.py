@@ -41,7 +41,8 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("llvm-cpu", driver="local-task", onnx_device="CPU",
-               base_flags=("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu"),
+               base_flags=("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
+                           "--iree-input-demote-f64-to-f32=false"),
                arch_flag="--iree-llvmcpu-target-cpu={}", default_arch="host",
                executable_format="embedded-elf", decompose_attention=False, lowering=LoweringOptions(),
                description="CPUs through LLVM"),

@@ -30,9 +30,11 @@ VULKAN_FP16 = "IREE's fp16 emulation for vp_android_baseline_2022 miscomputes (a
 VULKAN_GAPS = {name: VULKAN_FP16 for name in (
     "test_attention_4d_fp16", "test_attention_4d_gqa_with_past_and_present_fp16", "test_attention_4d_causal_fp16",
     "test_attention_4d_gqa_causal_nonpad_decode_fp16", "test_attention_local_window_ext_cache_float16_mask",
-    "test_attention_24_qk_matmul_output_mode3_softmax_precision")}
+    "test_attention_24_qk_matmul_output_mode3_softmax_precision", "test_flexattention_fp16")}
+VULKAN_GAPS["test_flexattention_double"] = (
+    "vp_android_baseline_2022 has no f64: IREE demotes it to f32 inside and the f64 result buffer mismatches")
 RUN_TARGETS = ("llvm-cpu", "vulkan")
-OPS = ("TensorScatter", "Attention", "RotaryEmbedding", "RMSNormalization")
+OPS = ("TensorScatter", "Attention", "FlexAttention", "RotaryEmbedding", "RMSNormalization")
 COMPILE_ONLY_TARGETS = ("cuda", "hip")
 
 
@@ -91,6 +93,11 @@ def test_attention_conformance(target, case):
     _check_run(target, case)
 
 
+@pytest.mark.parametrize("target, case", _params("FlexAttention", RUN_TARGETS))
+def test_flex_attention_conformance(target, case):
+    _check_run(target, case)
+
+
 @pytest.mark.parametrize("target, case", _params("RotaryEmbedding", RUN_TARGETS))
 def test_rotary_embedding_conformance(target, case):
     _check_run(target, case)
@@ -111,6 +118,7 @@ def test_case_counts():
     """The suite covers every official case; no silent drop."""
     assert len(node_cases("Attention")) == 93
     assert len(node_cases("TensorScatter")) == 3
+    assert len(node_cases("FlexAttention")) == 11
     assert len(node_cases("RotaryEmbedding")) == 8
     assert len(node_cases("RMSNormalization")) == 19
     gaps = set(ROUNDING_GAPS) | set(VULKAN_GAPS)

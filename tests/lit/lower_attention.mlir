@@ -84,14 +84,18 @@ func.func @decode_nonpad(%q: tensor<2x4x1x8xf32>, %k: tensor<2x2x16x8xf32>, %v: 
 
 // -----
 
-// softcap c·tanh(s/c) goes into the score region, which sees x = s·log2(e): c' = 2·log2(e).
+// softcap c·tanh(s/c) goes into the score region, which sees x = s·log2(e): it computes
+// log2(e)·softcap(x/log2(e)).
 // CHECK-LABEL: func.func @softcap_in_region
 //       CHECK:   iree_linalg_ext.attention
 //       CHECK:   ^bb0(%[[X:.*]]: f32):
-//       CHECK:     %[[C:.*]] = arith.constant 2.885390{{[0-9]*}}e+00 : f32
-//       CHECK:     %[[D:.*]] = arith.divf %[[X]], %[[C]] : f32
+//       CHECK:     %[[LOG2E:.*]] = arith.constant 1.44269{{[0-9]*}} : f32
+//       CHECK:     %[[S:.*]] = arith.divf %[[X]], %[[LOG2E]] : f32
+//       CHECK:     %[[CAP:.*]] = arith.constant 2.000000e+00 : f32
+//       CHECK:     %[[D:.*]] = arith.divf %[[S]], %[[CAP]] : f32
 //       CHECK:     %[[T:.*]] = math.tanh %[[D]] : f32
-//       CHECK:     %[[Y:.*]] = arith.mulf %[[T]], %[[C]] : f32
+//       CHECK:     %[[C:.*]] = arith.mulf %[[T]], %[[CAP]] : f32
+//       CHECK:     %[[Y:.*]] = arith.mulf %[[C]], %[[LOG2E]] : f32
 //       CHECK:     iree_linalg_ext.yield %[[Y]] : f32
 func.func @softcap_in_region(%q: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
   %0 = "kvattn.attention"(%q, %q, %q) {softcap = 2.0 : f32, onnx_node = "capped", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32>
