@@ -7,7 +7,8 @@ ONNX operator), builds ops, gives typed access to them (`KvOp`), and verifies th
 errors that name the ONNX node.
 
 Optional operands and results are recorded with `operandSegmentSizes` / `resultSegmentSizes`
-(one 0/1 entry per spec operand/result), as MLIR does for ops with optional operands.
+(one 0/1 entry per spec operand/result; trailing zeros may be left out), as MLIR does for ops
+with optional operands.
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ class KvOp:
         blocks = list(region.blocks)
         return blocks[0] if blocks else None
 
+    def attributes(self) -> dict[str, object]:
+        """Every spec attribute that is set on the op, as Python values."""
+        return {a.name: self.attr(a.name) for a in self.spec.attributes if a.name in self.operation.attributes}
+
+    def operands(self) -> dict[str, ir.Value]:
+        """The present operands by spec name."""
+        return {name: value for name, value in self._operands.items() if value is not None}
+
     def attr(self, name: str):
         """The attribute's Python value, or its spec default when absent."""
         spec_attr = self.spec.attribute(name)
@@ -137,7 +146,9 @@ class KvOp:
 
 
 def _segments(operation, attr_name, names, values) -> dict[str, ir.Value | None]:
+    """Values by spec name; trailing optional entries may be left out of the segment sizes."""
     sizes = list(ir.DenseI32ArrayAttr(operation.attributes[attr_name]))
+    sizes += [0] * (len(names) - len(sizes))
     values = list(values)
     assert len(sizes) == len(names) and sum(sizes) == len(values), f"malformed {operation.name}"
     out, index = {}, 0
@@ -244,12 +255,34 @@ TENSOR_SCATTER = register(
 )
 
 
+QUANTIZED_ELEMENTS = ("i8", "ui8", "f8E4M3FN")
+QDQ_UNFUSED_ATTR = "qdq_unfused"  # why kvattn-fuse-qdq left a Q/DQ around an attention unfused
+QUANTIZABLE = ("Q", "K", "V", "Y")  # the attention tensors a fused Q/DQ can (de)quantize
+
+
+def float_type(op: KvOp, name: str) -> str:
+    """The float element type a Q/K/V/Y tensor has in the attention's arithmetic: its own, or,
+    when a fused (de)quantization applies to it, its scale's."""
+    scale = op.operand_type(f"{name}_scale")
+    if scale is not None:
+        return scale.element
+    return (op.operand_type(name) if name != "Y" else op.result_type("Y")).element
+
+
 def _verify_attention(op: KvOp) -> None:
     q, k, v = (op.operand_type(n) for n in ("Q", "K", "V"))
     if not (q.rank == k.rank == v.rank and q.rank in (3, 4)):
         raise op.error(f"Q, K and V must all be 3D or all 4D, got {q.describe()}, {k.describe()}, {v.describe()}")
-    if q.element not in tensor_types.FLOAT_ELEMENTS or k.element != q.element or v.element != q.element:
+    floats = [float_type(op, n) for n in ("Q", "K", "V")]
+    if floats[0] not in tensor_types.FLOAT_ELEMENTS or len(set(floats)) != 1:
         raise op.error(f"Q, K and V must share one float dtype, got {q.describe()}, {k.describe()}, {v.describe()}")
+    for name in QUANTIZABLE:
+        if op.operand(f"{name}_scale") is not None:
+            tensor = op.operand_type(name) if name != "Y" else op.result_type("Y")
+            if tensor.element not in QUANTIZED_ELEMENTS:
+                raise op.error(f"{name} has a fused (de)quantization but element type {tensor.element}")
+            if op.operand_type(f"{name}_scale").rank > 1:
+                raise op.error(f"{name}_scale must be a scalar or 1-D (per-axis)")
     q_heads, kv_heads = op.attr("q_num_heads"), op.attr("kv_num_heads")
     if q.rank == 3 and (q_heads is None or kv_heads is None):
         raise op.error("3D inputs need the attributes q_num_heads and kv_num_heads")
@@ -278,8 +311,10 @@ ATTENTION = register(
     OpSpec(
         name="kvattn.attention",
         onnx_op="Attention",
-        operands=("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"),
-        optional_operands=frozenset({"attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"}),
+        operands=("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen")
+        + tuple(f"{t}_{p}" for t in QUANTIZABLE for p in ("scale", "zero_point")),
+        optional_operands=frozenset({"attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"}
+                                    | {f"{t}_{p}" for t in QUANTIZABLE for p in ("scale", "zero_point")}),
         results=("Y", "present_key", "present_value", "qk_matmul_output"),
         optional_results=frozenset({"present_key", "present_value", "qk_matmul_output"}),
         attributes=(
@@ -292,6 +327,8 @@ ATTENTION = register(
             Attr("softmax_precision", "int"),
             Attr("left_window_size", "int", -1),
             Attr("right_window_size", "int", -1),
+            # Fused Q/DQ (kvattn-fuse-qdq): the axis of each per-axis scale.
+            *(Attr(f"{t}_axis", "int", 1) for t in QUANTIZABLE),
         ),
         verifier=_verify_attention,
     )

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import math
 
+from iree.compiler import ir
+
 from kvattn.lowering.attention_bias import combined_bias
 from kvattn.lowering.attention_operands import AttentionShapes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
+from kvattn.lowering import dialect
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.lowering.mlir_text import FunctionWriter, Value
 from kvattn.lowering.options import LoweringOptions
+from kvattn.lowering.quantization import dequantize, quantize
 
 
 def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
                     options: LoweringOptions) -> dict[str, Value]:
     _check_static(op)
+    args = _dequantized(op, w, args)
     shapes = AttentionShapes(op, args)
     element = args["Q"].type.element
     q, q_roles = query_in_roles(w, args["Q"], shapes)
@@ -60,11 +65,28 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     out, _ = transpose_to(w, out, out_roles, onnx_roles)
     groups = [[0], [1], [2, 3, 4]] if shapes.rank3 else [[0], [1, 2], [3], [4]]
     results["Y"] = w.collapse_shape(out, groups)
+    if "Y_scale" in args:
+        results["Y"] = quantize(w, results["Y"], args["Y_scale"], args.get("Y_zero_point"), op.attr("Y_axis"),
+                                op.result_type("Y").element)
     if op.result("present_key") is not None:
         results["present_key"] = present_key
     if op.result("present_value") is not None:
         results["present_value"] = present_value
     return results
+
+
+def _dequantized(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict[str, Value]:
+    """Q/K/V with their fused dequantization applied (kvattn-fuse-qdq), and a note on it."""
+    fused = [name for name in ("Q", "K", "V", "Y") if f"{name}_scale" in args]
+    if fused:
+        w.note(f"fused Q/DQ: {', '.join(fused)} (de)quantized inside the attention's dispatch")
+    if dialect.QDQ_UNFUSED_ATTR in op.operation.attributes:
+        w.note(f"Q/DQ left unfused: {ir.StringAttr(op.operation.attributes[dialect.QDQ_UNFUSED_ATTR]).value}")
+    args = dict(args)
+    for name in (n for n in fused if n != "Y"):
+        args[name] = dequantize(w, args[name], args[f"{name}_scale"], args.get(f"{name}_zero_point"),
+                                op.attr(f"{name}_axis"))
+    return args
 
 
 def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:

@@ -54,9 +54,9 @@ def load_model(source) -> onnx.ModelProto:
 
 
 def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model whose nodes all have unique names (the user's model is untouched)."""
-    named = onnx.ModelProto()
-    named.CopyFrom(model)
+    """A copy of the model whose nodes all have unique names and whose intermediate values carry
+    the types ONNX shape inference gives them (the user's model is untouched)."""
+    named = onnx.shape_inference.infer_shapes(model, data_prop=True)
     taken = {node.name for node in named.graph.node if node.name}
     for index, node in enumerate(named.graph.node):
         if not node.name:

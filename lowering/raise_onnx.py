@@ -72,7 +72,7 @@ def _raise_one(op: ir.Operation, spec: dialect.OpSpec, opset: int) -> dialect.Kv
                 continue
             if torch_type is None:
                 raise NodeError(spec.onnx_op, node, f"input {name} has no ranked tensor type ({value.type})")
-            operands[name] = _cast("torch_c.to_builtin_tensor", value, tensor_types.to_ir(torch_type))
+            operands[name] = cast_value(value)
         result_types = {}
         for name, result in zip(spec.results, op.results):
             if str(result.type) == "!torch.none":
@@ -113,6 +113,11 @@ def _move_regions(source: ir.Operation, kv_op: dialect.KvOp, spec: dialect.OpSpe
             raise NodeError(spec.onnx_op, kv_op.node, f"unknown graph attribute '{name}'")
         for block in list(region.blocks):
             block.append_to(kv_op.operation.regions[spec.regions.index(name)])
+
+
+def cast_value(value: ir.Value) -> ir.Value:
+    """torch_c.to_builtin_tensor of a ranked !torch.vtensor, at the current insertion point."""
+    return _cast("torch_c.to_builtin_tensor", value, tensor_types.to_ir(tensor_types.from_torch(value.type)))
 
 
 def _cast(op_name: str, value: ir.Value, result_type: ir.Type) -> ir.Value:

@@ -11,11 +11,11 @@ import re
 
 import ml_dtypes
 import numpy as np
-# Builtin MLIR element type -> numpy dtype name (ml_dtypes provides bfloat16).
+# Builtin MLIR element type -> numpy dtype name (ml_dtypes provides bfloat16 and float8).
 _NUMPY_OF_ELEMENT = {
     "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
     "i64": "int64", "i32": "int32", "i16": "int16", "i8": "int8", "i1": "bool",
-    "ui8": "uint8", "ui16": "uint16", "ui32": "uint32", "ui64": "uint64",
+    "ui8": "uint8", "ui16": "uint16", "ui32": "uint32", "ui64": "uint64", "f8E4M3FN": "float8_e4m3fn",
 }
 FLOAT_ELEMENTS = ("f64", "f32", "f16", "bf16")
 INTEGER_ELEMENTS = ("i64", "i32", "i16", "i8")
@@ -63,8 +63,8 @@ def numpy_dtype(element: str) -> np.dtype:
     if element not in _NUMPY_OF_ELEMENT:
         raise ValueError(f"no numpy dtype for element type {element}")
     name = _NUMPY_OF_ELEMENT[element]
-    if name == "bfloat16":
-        return np.dtype(ml_dtypes.bfloat16)
+    if name in ("bfloat16", "float8_e4m3fn"):
+        return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name)
 
 

@@ -1,7 +1,7 @@
 """The kvattn pipeline: ONNX model → IREE input, stage by stage.
 
   imported  IREE's ONNX importer (torch dialect; our operators as torch.operator "onnx.X")
-  raised    kvattn-raise-onnx, kvattn-verify           (kvattn ops on builtin tensors)
+  raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify   (kvattn ops on builtin tensors)
   lowered   kvattn-lower-to-iree                       (iree_linalg_ext / linalg / tensor)
   input     iree-torch-to-input                        (IREE input: util.func on buffer views)
 
@@ -10,6 +10,7 @@ iree-compile then takes `input` to the stages named by `--compile-to` and to the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Callable
 
@@ -22,7 +23,7 @@ from kvattn.passes import registry
 
 KVATTN_STAGES = ("imported", "raised", "lowered", "input")
 STAGE_PASSES = {
-    "raised": ("kvattn-raise-onnx", "kvattn-verify"),
+    "raised": ("kvattn-raise-onnx", "kvattn-fuse-qdq", "kvattn-verify"),
     "lowered": ("kvattn-lower-to-iree",),
     "input": ("iree-torch-to-input",),
 }
@@ -42,6 +43,8 @@ class PipelineResult:
     module: ir.Module
     entry: str
     raised: list[RaisedNode]
+    # ONNX operators left for IREE's own lowering after the raised stage, with their counts.
+    left_for_iree: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
@@ -62,9 +65,21 @@ def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
             for pass_name in STAGE_PASSES[stage]:
                 outcome = registry.get(pass_name).apply(module, options)
                 _record(result, pass_name, outcome)
+            if stage == "raised":
+                result.left_for_iree = _torch_operators(module)
             if on_stage:
                 on_stage(stage, module)
     return result
+
+
+def _torch_operators(module: ir.Module) -> collections.Counter:
+    counts = collections.Counter()
+    for func in module.body.operations:
+        for op in func.operation.regions[0].blocks[0].operations:
+            name = ir.StringAttr(op.operation.attributes["name"]).value if op.operation.name == "torch.operator" else ""
+            if name and name != "onnx.Constant":  # initializers import as Constant: data, not nodes
+                counts[name.removeprefix("onnx.")] += 1
+    return counts
 
 
 def _record(result: PipelineResult, pass_name: str, outcome) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import re
 
 import onnx
@@ -21,9 +20,8 @@ def count_dispatches(flow_ir: str) -> int:
 def summary(source, target: str = "llvm-cpu", arch: str | None = None) -> str:
     model = onnx_import.load_model(source)
     flow_ir, result = compiler.compile_to_stage(model, "flow", target, arch)
-    named = onnx_import.with_node_names(model)
     raised = {node.node: node for node in result.raised}
-    others = collections.Counter(n.op_type for n in named.graph.node if n.name not in raised)
+    others = result.left_for_iree
     lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}"]
     lines += _describe_io(model)
     lines.append("kvattn nodes:" if raised else "kvattn nodes: none")

@@ -9,7 +9,7 @@
 //  CHECK-SAME:     is_causal = 1 : i64
 //  CHECK-SAME:     onnx_node = "attn"
 //  CHECK-SAME:     onnx_opset = 23 : i64
-//  CHECK-SAME:     operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>
+//  CHECK-SAME:     operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>
 //  CHECK-SAME:     resultSegmentSizes = array<i32: 1, 0, 0, 0>
 //  CHECK-SAME:     (tensor<1x8x4x16xf32>, tensor<1x2x4x16xf32>, tensor<1x2x4x16xf32>) -> tensor<1x8x4x16xf32>
 //       CHECK:   %[[YT:.*]] = torch_c.from_builtin_tensor %[[Y]] : tensor<1x8x4x16xf32> -> !torch.vtensor<[1,8,4,16],f32>
@@ -25,7 +25,7 @@ func.func @gqa_causal(%arg0: !torch.vtensor<[1,8,4,16],f32>, %arg1: !torch.vtens
 // `!torch.none` inputs and outputs are absent optionals; positions map to the spec's names.
 // CHECK-LABEL: func.func @nonpad_only
 //       CHECK:   "kvattn.attention"
-//  CHECK-SAME:     operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 1>
+//  CHECK-SAME:     operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0>
 //  CHECK-SAME:     (tensor<1x4x1x8xf32>, tensor<1x2x16x8xf32>, tensor<1x2x16x8xf32>, tensor<1xi64>) -> tensor<1x4x1x8xf32>
 func.func @nonpad_only(%arg0: !torch.vtensor<[1,4,1,8],f32>, %arg1: !torch.vtensor<[1,2,16,8],f32>, %arg2: !torch.vtensor<[1,2,16,8],f32>, %arg3: !torch.vtensor<[1],si64>) -> !torch.vtensor<[1,4,1,8],f32> attributes {torch.onnx_meta.opset_version = 24 : si64} {
   %none = torch.constant.none

@@ -1,0 +1,62 @@
+"""Dequantize / quantize as linalg.generic ops, for the fused Q/DQ prologue and epilogue of an
+attention (ONNX DequantizeLinear / QuantizeLinear semantics, per-tensor or per-axis):
+  dequantize  x_f = (float(x) - float(zero_point)) · scale
+  quantize    q   = saturate(round_half_even(y / scale) + zero_point)   (int8: [-128, 127],
+              uint8: [0, 255]; float8e4m3fn: y / scale clamped to ±448, then rounded to f8)
+Elementwise ops next to the attention: IREE fuses them into the attention's dispatch.
+"""
+
+from __future__ import annotations
+
+from kvattn.lowering.mlir_text import FunctionWriter, Value
+
+_RANGE = {"i8": (-128, 127), "ui8": (0, 255)}
+F8_MAX = 448.0
+
+
+def dequantize(w: FunctionWriter, x: Value, scale: Value, zero_point: Value | None, axis: int) -> Value:
+    dims = [f"d{i}" for i in range(x.type.rank)]
+    parameter_map = [dims[axis % x.type.rank]] if scale.type.rank == 1 else []
+    inputs = [(x, dims), (scale, parameter_map)] + ([(zero_point, parameter_map)] if zero_point else [])
+    element = scale.type.element
+
+    def body(b: FunctionWriter, block: list[Value]) -> Value:
+        value = _to_float(b, block[0], element)
+        if zero_point is not None:
+            value = b.binary("subf", value, _to_float(b, block[2], element))
+        return b.binary("mulf", value, block[1])
+
+    return w.generic(dims, inputs, w.empty(x.type.with_element(element)), body)
+
+
+def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None, axis: int, element: str) -> Value:
+    dims = [f"d{i}" for i in range(y.type.rank)]
+    parameter_map = [dims[axis % y.type.rank]] if scale.type.rank == 1 else []
+    inputs = [(y, dims), (scale, parameter_map)] + ([(zero_point, parameter_map)] if zero_point else [])
+    compute = scale.type.element
+
+    def body(b: FunctionWriter, block: list[Value]) -> Value:
+        scaled = b.binary("divf", block[0], block[1])
+        if element == "f8E4M3FN":
+            clamped = b.binary("minimumf", b.binary("maximumf", scaled, b.constant(-F8_MAX, compute)),
+                               b.constant(F8_MAX, compute))
+            return b.cast("truncf", clamped, element)
+        rounded = b.op(f"math.roundeven {scaled} : {compute}", compute)
+        if zero_point is not None:
+            rounded = b.binary("addf", rounded, _to_float(b, block[2], compute))
+        low, high = _RANGE[element]
+        clamped = b.binary("minimumf", b.binary("maximumf", rounded, b.constant(float(low), compute)),
+                           b.constant(float(high), compute))
+        signless = b.cast("fptoui" if element == "ui8" else "fptosi", clamped, "i8")
+        return signless if element == "i8" else b.op(f"builtin.unrealized_conversion_cast {signless} : i8 to ui8", "ui8")
+
+    return w.generic(dims, inputs, w.empty(y.type.with_element(element)), body)
+
+
+def _to_float(b: FunctionWriter, value: Value, element: str) -> Value:
+    if value.type == "f8E4M3FN":
+        return b.cast("extf", value, element)
+    if value.type == "ui8":
+        value = b.op(f"builtin.unrealized_conversion_cast {value} : ui8 to i8", "i8")
+        return b.cast("uitofp", value, element)
+    return b.cast("sitofp", value, element)
