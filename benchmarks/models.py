@@ -3,13 +3,17 @@ onnx.helper, and random inputs for them."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from kvattn.runtime.demo import decode_step_model
 
 Q_HEADS, KV_HEADS, HEAD_SIZE = 32, 8, 128
+F8 = np.dtype(ml_dtypes.float8_e4m3fn)
+ELEMENT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
+           F8: TensorProto.FLOAT8E4M3FN, np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
 
 
 def decode_model(capacity: int) -> onnx.ModelProto:
@@ -43,3 +47,48 @@ def prefill_inputs(length: int, rng) -> dict[str, np.ndarray]:
     return {"query": rng.standard_normal((1, Q_HEADS, length, HEAD_SIZE), dtype=np.float32),
             "key": rng.standard_normal((1, KV_HEADS, length, HEAD_SIZE), dtype=np.float32),
             "value": rng.standard_normal((1, KV_HEADS, length, HEAD_SIZE), dtype=np.float32)}
+
+
+def quantization_parameters(name: str, dtype, per_axis: int | None, base: float) -> list[onnx.TensorProto]:
+    """Initializers <name>_scale and <name>_zero: per-tensor, or per-axis with `per_axis` entries."""
+    dtype = np.dtype(dtype)
+    count = per_axis or 1
+    scale = (base * (1 + 0.25 * np.arange(count))).astype(np.float32).reshape((count,) if per_axis else ())
+    zero = np.zeros(scale.shape, dtype)
+    if dtype == np.int8:
+        zero += 3
+    elif dtype == np.uint8:
+        zero += 128
+    return [numpy_helper.from_array(scale, f"{name}_scale"), numpy_helper.from_array(zero, f"{name}_zero")]
+
+
+def quantized_decode_model(dtype, batch: int = 1, q_heads: int = Q_HEADS, kv_heads: int = KV_HEADS,
+                           head_size: int = HEAD_SIZE, capacity: int = 4096) -> onnx.ModelProto:
+    """One decode step over quantized KV caches: QuantizeLinear the new rows, TensorScatter them
+    into the int8/fp8 caches, DequantizeLinear the present caches into Attention-24."""
+    dtype = np.dtype(dtype)
+    nodes, inits = [], []
+    for kind in ("key", "value"):
+        inits += quantization_parameters(kind, dtype, None, 0.03)
+        nodes += [
+            helper.make_node("QuantizeLinear", [f"new_{kind}", f"{kind}_scale", f"{kind}_zero"], [f"new_{kind}_q"]),
+            helper.make_node("TensorScatter", [f"past_{kind}", f"new_{kind}_q", "write_indices"], [f"present_{kind}"],
+                             axis=2),
+            helper.make_node("DequantizeLinear", [f"present_{kind}", f"{kind}_scale", f"{kind}_zero"], [f"{kind}_f"]),
+        ]
+    nodes.append(helper.make_node("Attention", ["query", "key_f", "value_f", "", "", "", "nonpad_kv_seqlen"],
+                                  ["output"], name="decode", is_causal=1))
+    cache = (batch, kv_heads, capacity, head_size)
+    tensor = helper.make_tensor_value_info
+    new_rows = (batch, kv_heads, 1, head_size)
+    graph = helper.make_graph(
+        nodes, "quantized_cache_decode",
+        [tensor("query", TensorProto.FLOAT, (batch, q_heads, 1, head_size)),
+         tensor("new_key", TensorProto.FLOAT, new_rows), tensor("new_value", TensorProto.FLOAT, new_rows),
+         tensor("past_key", ELEMENT[dtype], cache), tensor("past_value", ELEMENT[dtype], cache),
+         tensor("write_indices", TensorProto.INT64, (batch,)), tensor("nonpad_kv_seqlen", TensorProto.INT64, (batch,))],
+        [tensor("output", TensorProto.FLOAT, (batch, q_heads, 1, head_size)),
+         tensor("present_key", ELEMENT[dtype], cache), tensor("present_value", ELEMENT[dtype], cache)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+    onnx.checker.check_model(model, full_check=True)
+    return model

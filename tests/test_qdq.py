@@ -4,32 +4,18 @@ outputs within 1 unit, float8 within 2e-2 relative."""
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
+from benchmarks.models import ELEMENT, F8, quantization_parameters, quantized_decode_model
 from kvattn.runtime import inspect
 from kvattn.runtime.compiler import compile_model, compile_to_stage
 from kvattn.runtime.module import CompiledModule
 
-F8 = np.dtype(ml_dtypes.float8_e4m3fn)
-ELEMENT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
-           F8: TensorProto.FLOAT8E4M3FN, np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
 B, HQ, HKV, S, L, D = 1, 4, 2, 3, 6, 8
-
-
-def _parameters(name: str, dtype: np.dtype, per_axis: int | None, base: float):
-    heads = per_axis or 1
-    scale = (base * (1 + 0.25 * np.arange(heads))).astype(np.float32).reshape((heads,) if per_axis else ())
-    zero = np.zeros(scale.shape, dtype)
-    if dtype == np.int8:
-        zero += 3
-    elif dtype == np.uint8:
-        zero += 128
-    return [numpy_helper.from_array(scale, f"{name}_scale"), numpy_helper.from_array(zero, f"{name}_zero")]
 
 
 def quantized_attention(dtype, quantized=("Q", "K", "V", "Y"), per_axis=False, causal=0, extra_use=False):
@@ -38,7 +24,7 @@ def quantized_attention(dtype, quantized=("Q", "K", "V", "Y"), per_axis=False, c
     nodes, inits, inputs = [], [], []
     for name, shape in shapes.items():
         if name in quantized:
-            inits += _parameters(name, dtype, shape[1] if per_axis else None, 0.05)
+            inits += quantization_parameters(name, dtype, shape[1] if per_axis else None, 0.05)
             nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zero"], [name], axis=1))
             inputs.append(helper.make_tensor_value_info(f"{name}_q", ELEMENT[dtype], shape))
         else:
@@ -47,7 +33,7 @@ def quantized_attention(dtype, quantized=("Q", "K", "V", "Y"), per_axis=False, c
     nodes.append(helper.make_node("Attention", ["Q", "K", "V"], [y_name], name="attention", is_causal=causal))
     outputs = []
     if "Y" in quantized:
-        inits += _parameters("Y", dtype, HQ if per_axis else None, 0.01)
+        inits += quantization_parameters("Y", dtype, HQ if per_axis else None, 0.01)
         nodes.append(helper.make_node("QuantizeLinear", ["Y_float", "Y_scale", "Y_zero"], ["Y"], axis=1))
         outputs.append(helper.make_tensor_value_info("Y", ELEMENT[dtype], (B, HQ, S, D)))
     else:
@@ -131,39 +117,9 @@ def test_dequantized_tensor_used_elsewhere_stays_unfused_and_correct():
     assert "DequantizeLinear" in summary  # the K dequantization is left to IREE's ONNX lowering
 
 
-def quantized_cache_decode(dtype, capacity=16):
-    """One decode step over int8/fp8 KV caches: QuantizeLinear the new rows, TensorScatter them into
-    the quantized caches, DequantizeLinear the present caches into Attention-24."""
-    dtype = np.dtype(dtype)
-    nodes, inits = [], []
-    for kind in ("key", "value"):
-        inits += _parameters(kind, dtype, None, 0.03)
-        nodes += [
-            helper.make_node("QuantizeLinear", [f"new_{kind}", f"{kind}_scale", f"{kind}_zero"], [f"new_{kind}_q"]),
-            helper.make_node("TensorScatter", [f"past_{kind}", f"new_{kind}_q", "write_indices"], [f"present_{kind}"],
-                             axis=2),
-            helper.make_node("DequantizeLinear", [f"present_{kind}", f"{kind}_scale", f"{kind}_zero"], [f"{kind}_f"]),
-        ]
-    nodes.append(helper.make_node("Attention", ["query", "key_f", "value_f", "", "", "", "nonpad_kv_seqlen"],
-                                  ["output"], name="decode", is_causal=1))
-    cache = (B, HKV, capacity, D)
-    tensor = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        nodes, "quantized_cache_decode",
-        [tensor("query", TensorProto.FLOAT, (B, HQ, 1, D)), tensor("new_key", TensorProto.FLOAT, (B, HKV, 1, D)),
-         tensor("new_value", TensorProto.FLOAT, (B, HKV, 1, D)), tensor("past_key", ELEMENT[dtype], cache),
-         tensor("past_value", ELEMENT[dtype], cache), tensor("write_indices", TensorProto.INT64, (B,)),
-         tensor("nonpad_kv_seqlen", TensorProto.INT64, (B,))],
-        [tensor("output", TensorProto.FLOAT, (B, HQ, 1, D)), tensor("present_key", ELEMENT[dtype], cache),
-         tensor("present_value", ELEMENT[dtype], cache)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 @pytest.mark.parametrize("dtype", [np.int8, F8], ids=["int8", "float8e4m3fn"])
 def test_quantized_kv_cache_decode(dtype):
-    model = quantized_cache_decode(dtype)
+    model = quantized_decode_model(dtype, batch=B, q_heads=HQ, kv_heads=HKV, head_size=D, capacity=16)
     rng = np.random.default_rng(1)
     inputs = _random_inputs(model, rng)
     inputs["write_indices"], inputs["nonpad_kv_seqlen"] = np.array([4]), np.array([5])
