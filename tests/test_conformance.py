@@ -122,4 +122,4 @@ def test_case_counts():
     assert len(node_cases("RotaryEmbedding")) == 8
     assert len(node_cases("RMSNormalization")) == 19
     gaps = set(ROUNDING_GAPS) | set(VULKAN_GAPS)
-    assert gaps <= {c.name for c in node_cases("Attention")}
+    assert gaps <= {c.name for op in ("Attention", "FlexAttention") for c in node_cases(op)}
