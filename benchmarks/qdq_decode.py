@@ -15,27 +15,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 import onnxruntime
 from onnx import TensorProto, helper
 
 from benchmarks import models
+from benchmarks.timing import median_ms
 from kvattn.runtime.compiler import compile_model
 from kvattn.runtime.module import CompiledModule
-
-
-def median_ms(function, repeats: int) -> float:
-    function()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def kvattn_ms(model, inputs, repeats: int) -> float:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
-import time
 
 import numpy as np
 
+from benchmarks.timing import median_ms
 from kvattn.runtime.module import CompiledModule
 
 
@@ -65,18 +64,6 @@ def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
                 for k in data.files}
 
 
-def _time(function, repeats: int) -> float:
-    """Median milliseconds of `function()` after 3 warm-up calls."""
-    for _ in range(3):
-        function()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
 def _benchmarks(folder: pathlib.Path, device: str, repeats: int) -> list[tuple[str, str]]:
     shapes = json.loads((folder / "shapes.json").read_text())
     baseline_name, baseline = _baseline(device)
@@ -85,12 +72,12 @@ def _benchmarks(folder: pathlib.Path, device: str, repeats: int) -> list[tuple[s
         module = CompiledModule((folder / f"{name}.vmfb").read_bytes(), device)
         inputs = dict(np.load(folder / f"{name}_inputs.npz"))
         views = module.upload(inputs)  # device-resident inputs: time the step itself
-        kvattn_ms = _time(lambda: module.invoke(views), repeats)
+        kvattn_ms = median_ms(lambda: module.invoke(views), repeats)
         label = (f"decode (capacity {shapes['capacity']}, {shapes['valid']} valid)" if name == "decode"
                  else f"prefill {shapes['length']} causal")
         result = f"kvattn {kvattn_ms:.3f} ms"
         if baseline is not None:
-            baseline_ms = _time(baseline(name, folder / f"{name}.onnx", inputs), repeats)
+            baseline_ms = median_ms(baseline(name, folder / f"{name}.onnx", inputs), repeats)
             result += f", {baseline_name} {baseline_ms:.3f} ms, speedup {baseline_ms / kvattn_ms:.2f}x"
         rows.append((label, result))
     return rows
