@@ -94,11 +94,10 @@ class ModProgram:
     def _value(self, values: dict, value: ir.Value):
         if value in values:
             return values[value]
-        owner = value.owner
-        if isinstance(owner, ir.Operation) or hasattr(owner, "name"):
-            operation = owner.operation if hasattr(owner, "operation") else owner
-            if operation.name == "torch.operator" and _onnx_name(operation) == "Constant":
-                return _constant(operation)
+        owner = value.owner  # an op, or a block for a block argument
+        if hasattr(owner, "name") and owner.operation.name == "torch.operator" \
+                and _onnx_name(owner.operation) == "Constant":
+            return _constant(owner.operation)
         raise self._unsupported("a value from outside the subgraph that is not a constant")
 
     def _evaluate(self, op: ir.Operation, args: list):

@@ -18,7 +18,6 @@ _NUMPY_OF_ELEMENT = {
     "ui8": "uint8", "ui16": "uint16", "ui32": "uint32", "ui64": "uint64", "f8E4M3FN": "float8_e4m3fn",
 }
 FLOAT_ELEMENTS = ("f64", "f32", "f16", "bf16")
-INTEGER_ELEMENTS = ("i64", "i32", "i16", "i8")
 # torch's signed integer element types are signless in builtin tensors.
 _BUILTIN_OF_TORCH_ELEMENT = {"si64": "i64", "si32": "i32", "si16": "i16", "si8": "i8"}
 _VTENSOR = re.compile(r"!torch\.vtensor<\[([^\]]*)\],(\w+)>")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from iree.compiler import ir
 
-from kvattn.lowering import dialect
+from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.raise_onnx import cast_value
 
 
@@ -76,12 +76,10 @@ def _fuse(op: dialect.KvOp) -> None:
 
 def _producer(value: ir.Value, onnx_name: str) -> ir.Operation | None:
     """The torch.operator "onnx.<name>" behind a torch_c.to_builtin_tensor cast, if any."""
-    cast = value.owner
-    if not isinstance(cast, ir.OpView) and not hasattr(cast, "name"):
+    cast = value.owner  # an op, or a block for a block argument
+    if not hasattr(cast, "name") or cast.operation.name != "torch_c.to_builtin_tensor":
         return None
     cast = cast.operation
-    if cast.name != "torch_c.to_builtin_tensor":
-        return None
     producer = cast.operands[0].owner
     if not hasattr(producer, "name"):
         return None
@@ -143,8 +141,6 @@ def _rank(type_: ir.Type) -> int:
 
 
 def _builtin(torch_type: ir.Type) -> ir.Type:
-    from kvattn.lowering import tensor_types
-
     return tensor_types.to_ir(tensor_types.from_torch(torch_type))
 
 

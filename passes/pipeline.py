@@ -42,6 +42,7 @@ class RaisedNode:
 class PipelineResult:
     module: ir.Module
     entry: str
+    named_model: onnx.ModelProto  # the imported copy: named nodes, inferred value types
     raised: list[RaisedNode]
     # ONNX operators left for IREE's own lowering after the raised stage, with their counts.
     left_for_iree: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -58,7 +59,7 @@ def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
     with context, ir.Location.unknown():
         module = onnx_import.import_model(named, context)
         entry = ir.StringAttr(module.body.operations[0].operation.attributes["sym_name"]).value
-        result = PipelineResult(module, entry, [])
+        result = PipelineResult(module, entry, named, [])
         if on_stage:
             on_stage("imported", module)
         for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:

@@ -62,7 +62,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
         target=target,
         inputs=signature["inputs"],
         outputs=signature["outputs"],
-        scatter_bounds=tuple(_scatter_bounds(model)),
+        scatter_bounds=tuple(_scatter_bounds(result.named_model)),
         nodes=tuple(dataclasses.asdict(node) for node in result.raised),
     )
     with context:
@@ -154,14 +154,13 @@ def _signature(model: onnx.ModelProto, module: ir.Module) -> dict:
             "outputs": specs(output_names, function_type.results, "output")}
 
 
-def _scatter_bounds(model: onnx.ModelProto):
-    inputs = {i.name for i in model.graph.input}
-    inferred = onnx.shape_inference.infer_shapes(model)
+def _scatter_bounds(named: onnx.ModelProto):
+    """Bounds of linear TensorScatters fed by model inputs, from the named, shape-inferred copy."""
+    inputs = {i.name for i in named.graph.input}
     shapes = {}
-    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+    for value in list(named.graph.input) + list(named.graph.value_info) + list(named.graph.output):
         dims = value.type.tensor_type.shape.dim
         shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    named = onnx_import.with_node_names(model)
     for node in named.graph.node:
         if node.op_type != "TensorScatter" or len(node.input) < 3 or node.input[2] not in inputs:
             continue
