@@ -257,6 +257,7 @@ TENSOR_SCATTER = register(
 
 QUANTIZED_ELEMENTS = ("i8", "ui8", "f8E4M3FN")
 QDQ_UNFUSED_ATTR = "qdq_unfused"  # why kvattn-fuse-qdq left a Q/DQ around an attention unfused
+CACHE_LIFETIME_ATTR = "cache_lifetime"  # kvattn-cache-lifetime's decision: aliased or copied, and why
 QUANTIZABLE = ("Q", "K", "V", "Y")  # the attention tensors a fused Q/DQ can (de)quantize
 
 

@@ -77,6 +77,8 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 DOMAIN_ATTR = "onnx_domain"
 REGION_NAMES_ATTR = "onnx_region_names"
+INPUT_NAMES_ATTR = "kvattn.onnx_inputs"  # on the imported function: its arguments' ONNX names
+OUTPUT_NAMES_ATTR = "kvattn.onnx_outputs"  # and its results'
 
 
 def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
@@ -84,7 +86,8 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
     drops a node's domain from the op name (`onnx.X` for every domain) and the names of graph
     attributes (imported as regions in sorted name order), so each torch.operator of a
     non-default domain gets an `onnx_domain` attribute, and each with regions an
-    `onnx_region_names` attribute."""
+    `onnx_region_names` attribute. The function records the ONNX names of its arguments and
+    results (`kvattn.onnx_inputs` / `kvattn.onnx_outputs`)."""
     info = onnx_importer.ModelInfo(model)
     module = info.create_module(context=context)
     importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
@@ -95,6 +98,7 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
             importer.import_all()
     except onnx_importer.OnnxImportError as exc:
         raise KvattnError(f"IREE's ONNX importer rejected the model: {exc}") from None
+    _name_signature(module, model)
     tags = {}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -113,3 +117,26 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
 
         module.operation.walk(tag)
     return module
+
+
+def _name_signature(module: ir.Module, model: onnx.ModelProto) -> None:
+    initializers = {init.name for init in model.graph.initializer}
+    names = {INPUT_NAMES_ATTR: [i.name for i in model.graph.input if i.name not in initializers],
+             OUTPUT_NAMES_ATTR: [o.name for o in model.graph.output]}
+    func = module.body.operations[0].operation
+    for attr, values in names.items():
+        func.attributes[attr] = ir.ArrayAttr.get([ir.StringAttr.get(v) for v in values])
+
+
+def signature_names(func: ir.Operation) -> tuple[list[str], list[str]]:
+    """The ONNX names of an imported function's arguments and results ("argument I" /
+    "result N" for a function that does not record them)."""
+    function_type = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    names = []
+    for attr, kind, count in ((INPUT_NAMES_ATTR, "argument", len(function_type.inputs)),
+                              (OUTPUT_NAMES_ATTR, "result", len(function_type.results))):
+        if attr in func.attributes:
+            names.append([ir.StringAttr(a).value for a in ir.ArrayAttr(func.attributes[attr])])
+        else:
+            names.append([f"{kind} {i}" for i in range(count)])
+    return names[0], names[1]

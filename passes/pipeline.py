@@ -1,7 +1,8 @@
 """The kvattn pipeline: ONNX model → IREE input, stage by stage.
 
   imported  IREE's ONNX importer (torch dialect; our operators as torch.operator "onnx.X")
-  raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify   (kvattn ops on builtin tensors)
+  raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify, kvattn-cache-lifetime
+            (kvattn ops on builtin tensors; KV-cache arguments tied to their results)
   lowered   kvattn-lower-to-iree                       (iree_linalg_ext / linalg / tensor)
   input     iree-torch-to-input                        (IREE input: util.func on buffer views)
 
@@ -19,11 +20,11 @@ from iree.compiler import ir
 
 from kvattn.lowering import onnx_import
 from kvattn.lowering.options import LoweringOptions
-from kvattn.passes import registry
+from kvattn.passes import cache_lifetime, registry
 
 KVATTN_STAGES = ("imported", "raised", "lowered", "input")
 STAGE_PASSES = {
-    "raised": ("kvattn-raise-onnx", "kvattn-fuse-qdq", "kvattn-verify"),
+    "raised": ("kvattn-raise-onnx", "kvattn-fuse-qdq", "kvattn-verify", "kvattn-cache-lifetime"),
     "lowered": ("kvattn-lower-to-iree",),
     "input": ("iree-torch-to-input",),
 }
@@ -36,6 +37,7 @@ class RaisedNode:
     kvattn_op: str
     lowered_to: list[str] = dataclasses.field(default_factory=list)
     route: str = ""
+    cache: str = ""  # kvattn-cache-lifetime's decision for a cache update
 
 
 @dataclasses.dataclass
@@ -46,6 +48,7 @@ class PipelineResult:
     raised: list[RaisedNode]
     # ONNX operators left for IREE's own lowering after the raised stage, with their counts.
     left_for_iree: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    cache_updates: list[cache_lifetime.CacheUpdate] = dataclasses.field(default_factory=list)
 
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
@@ -86,6 +89,11 @@ def _torch_operators(module: ir.Module) -> collections.Counter:
 def _record(result: PipelineResult, pass_name: str, outcome) -> None:
     if pass_name == "kvattn-raise-onnx":
         result.raised = [RaisedNode(op.node, op.spec.onnx_op, op.spec.name) for op in outcome]
+    elif pass_name == "kvattn-cache-lifetime":
+        result.cache_updates = outcome
+        decisions = {update.node: update.decision for update in outcome}
+        for node in result.raised:
+            node.cache = decisions.get(node.node, "")
     elif pass_name == "kvattn-lower-to-iree":
         for node in result.raised:
             node.lowered_to = outcome[node.node].ops

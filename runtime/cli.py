@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE.npy",
                    help="one model input from a .npy file; repeat for each input")
     p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy instead of printing it")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="run N decode steps in a session that keeps the model's KV caches on the device "
+                        "(caches: inputs whose update is an output, e.g. past_key -> present_key; they start "
+                        "from their -i files, or zeros). Each other input's file holds one array used every "
+                        "step, or N arrays stacked on a new leading axis. Outputs are stacked per step; the "
+                        "caches are written once, after the last step")
     _add_target_options(p, "when compiling an .onnx argument")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
@@ -123,7 +129,7 @@ def _run(args) -> int:
         module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args)))
     else:
         module = CompiledModule.load(path)
-    outputs = module.run(inputs)
+    outputs = module.run(inputs) if args.steps is None else _run_steps(module, inputs, args.steps, _progress(args))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
         for name, array in outputs.items():
@@ -135,6 +141,37 @@ def _run(args) -> int:
             for name, array in outputs.items():
                 print(f"{name}: {array.dtype}{list(array.shape)}\n{array}")
     return 0
+
+
+def _run_steps(module, inputs: dict[str, np.ndarray], steps: int, progress) -> dict[str, np.ndarray]:
+    import time
+
+    from kvattn.runtime.session import DecodeSession
+
+    if steps < 1:
+        raise KvattnError(f"--steps must be at least 1, got {steps}")
+    session = DecodeSession(module)
+    given = [name for name in session.cache_names if name in inputs]
+    if given and len(given) != len(session.cache_names):
+        missing = ", ".join(name for name in session.cache_names if name not in inputs)
+        raise KvattnError(f"give every cache input or none (they start as zeros); missing {missing}")
+    if given:
+        session.reset({name: inputs.pop(name) for name in given})
+    shapes = {spec.name: spec.shape for spec in module.manifest.inputs}
+    per_step = [name for name, array in inputs.items()
+                if name in shapes and array.ndim == len(shapes[name]) + 1 and array.shape[0] == steps]
+    stacked = {name: [] for name in session.step_outputs}
+    for step in range(steps):
+        started = time.perf_counter()
+        outputs = session.step({name: array[step] if name in per_step else array for name, array in inputs.items()})
+        if progress:
+            progress(f"step {step + 1}/{steps}: {(time.perf_counter() - started) * 1e3:.2f} ms")
+        for name, array in outputs.items():
+            stacked[name].append(array)
+    results = {name: np.stack(arrays) for name, arrays in stacked.items()}
+    caches = session.caches()
+    results.update({link.output: caches[name] for name, link in session.links.items()})
+    return results
 
 
 def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:

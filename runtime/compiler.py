@@ -6,6 +6,7 @@ any stage for `kvattn inspect`; `compile_cached` memoizes vmfbs by model content
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -22,7 +23,7 @@ from kvattn.lowering import onnx_import, tensor_types
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.passes import pipeline
 from kvattn.runtime import targets
-from kvattn.runtime.manifest import REFLECTION_KEY, Manifest, ScatterBound, TensorSpec
+from kvattn.runtime.manifest import REFLECTION_KEY, CacheLink, Manifest, ScatterBound, TensorSpec
 
 IREE_STAGES = ("flow", "stream", "executable-sources", "executable-targets", "hal", "vm")
 Progress = Callable[[str], None]
@@ -50,7 +51,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     def on_stage(stage: str, module: ir.Module) -> None:
         say(f"stage {stage}")
         if stage == "imported":
-            signature.update(_signature(model, module))
+            signature.update(_signature(module))
         if dump_dir:
             index = pipeline.KVATTN_STAGES.index(stage)
             (dump_dir / f"{index:02d}-{stage}.mlir").write_text(str(module))
@@ -64,6 +65,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
         outputs=signature["outputs"],
         scatter_bounds=tuple(_scatter_bounds(result.named_model)),
         nodes=tuple(dataclasses.asdict(node) for node in result.raised),
+        caches=tuple(_cache_links(result.cache_updates)),
     )
     with context:
         _embed_manifest(result.module, manifest)
@@ -134,12 +136,10 @@ def _diagnostics(message: str, max_lines: int = 40) -> str:
     return "\n".join(diagnostics.splitlines()[:max_lines])
 
 
-def _signature(model: onnx.ModelProto, module: ir.Module) -> dict:
+def _signature(module: ir.Module) -> dict:
     func = module.body.operations[0].operation
     function_type = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
-    initializers = {init.name for init in model.graph.initializer}
-    input_names = [i.name for i in model.graph.input if i.name not in initializers]
-    output_names = [o.name for o in model.graph.output]
+    input_names, output_names = onnx_import.signature_names(func)
 
     def specs(names, types, what):
         found = []
@@ -174,6 +174,14 @@ def _scatter_bounds(named: onnx.ModelProto):
         axis = attrs.get("axis", -2) % len(cache)
         if cache[axis] is not None and update[axis] is not None:
             yield ScatterBound(node.name, node.input[2], update[axis], cache[axis])
+
+
+def _cache_links(updates):
+    """Model inputs updated into exactly one model output: the caches a decode session keeps."""
+    updated = collections.Counter(update.past for update in updates if update.past)
+    for update in updates:
+        if update.past and update.present and updated[update.past] == 1:
+            yield CacheLink(update.past, update.present, update.aliased)
 
 
 def _embed_manifest(module: ir.Module, manifest: Manifest) -> None:

@@ -31,6 +31,8 @@ def summary(source, target: str = "llvm-cpu", arch: str | None = None) -> str:
         lines.append(f"  {node.node:<{width}}  {node.onnx_op} → {node.kvattn_op} → {lowered}")
         if node.route:
             lines.append(f"  {'':<{width}}  route: {node.route}")
+        if node.cache:
+            lines.append(f"  {'':<{width}}  cache: {node.cache}")
     if others:
         listed = ", ".join(f"{op} ×{count}" if count > 1 else op for op, count in sorted(others.items()))
         lines.append(f"other nodes (IREE's ONNX lowering): {listed}")

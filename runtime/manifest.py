@@ -42,13 +42,24 @@ class ScatterBound:
 
 
 @dataclasses.dataclass(frozen=True)
+class CacheLink:
+    """A model input whose updated value is a model output (a KV cache, past → present);
+    `aliased`: the output is written into the input's buffer (kvattn-cache-lifetime)."""
+
+    input: str
+    output: str
+    aliased: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     entry: str
     target: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     scatter_bounds: tuple[ScatterBound, ...] = ()
-    nodes: tuple[dict, ...] = ()  # {"node", "onnx_op", "kvattn_op", "lowered_to"} per raised node
+    nodes: tuple[dict, ...] = ()  # {"node", "onnx_op", "kvattn_op", "lowered_to", "route", "cache"} per raised node
+    caches: tuple[CacheLink, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -63,4 +74,5 @@ class Manifest:
             outputs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["element"]) for s in raw["outputs"]),
             scatter_bounds=tuple(ScatterBound(**b) for b in raw["scatter_bounds"]),
             nodes=tuple(raw["nodes"]),
+            caches=tuple(CacheLink(**c) for c in raw["caches"]),
         )

@@ -50,14 +50,19 @@ class CompiledModule:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.invoke(self.upload(inputs))
-        return {spec.name: device_buffers.download(self.device, view, spec.dtype)
-                for spec, view in zip(self.manifest.outputs, results, strict=True)}
+        return {spec.name: self.download(view, spec.name) for spec, view in zip(self.manifest.outputs, results, strict=True)}
+
+    def download(self, view: ireert.HalBufferView, output: str) -> np.ndarray:
+        """A copy on the host of a device buffer holding the named output (or input)."""
+        spec = next(s for s in self.manifest.outputs + self.manifest.inputs if s.name == output)
+        return device_buffers.download(self.device, view, spec.dtype)
 
     def upload(self, inputs: Mapping[str, np.ndarray]) -> list[ireert.HalBufferView]:
         """Check the inputs against the manifest and copy them into new device buffers."""
-        arrays = self._checked_inputs(inputs)
-        self._check_scatter_bounds(arrays)
-        return [device_buffers.upload(self.device, array) for array in arrays]
+        self.check_inputs(inputs, self.input_names)
+        arrays = {name: np.asarray(inputs[name]) for name in self.input_names}
+        self.check_scatter_bounds(arrays)
+        return [device_buffers.upload(self.device, arrays[name]) for name in self.input_names]
 
     def invoke(self, views: list[ireert.HalBufferView]) -> list[ireert.HalBufferView]:
         """Call the entry function on device buffers (in manifest input order); results stay on
@@ -71,16 +76,19 @@ class CompiledModule:
 
     __call__ = run
 
-    def _checked_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        expected = "\n".join(f"  {spec.describe()}" for spec in self.manifest.inputs)
-        unknown = sorted(set(inputs) - set(self.input_names))
-        missing = [name for name in self.input_names if name not in inputs]
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], names: list[str]) -> None:
+        """Exactly the inputs `names` (a subset of the module's), each with its manifest dtype
+        and shape."""
+        expected = "\n".join(f"  {spec.describe()}" for spec in self.manifest.inputs if spec.name in names)
+        unknown = sorted(set(inputs) - set(names))
+        missing = [name for name in names if name not in inputs]
         if unknown or missing:
             problems = ([f"unknown input(s) {', '.join(unknown)}"] if unknown else []) + (
                 [f"missing input(s) {', '.join(missing)}"] if missing else [])
             raise KvattnError(f"{'; '.join(problems)}. The module expects:\n{expected}")
-        arrays = []
         for spec in self.manifest.inputs:
+            if spec.name not in names:
+                continue
             array = np.asarray(inputs[spec.name])
             if array.dtype != spec.dtype:
                 raise KvattnError(f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}. "
@@ -89,11 +97,9 @@ class CompiledModule:
                     want is not None and want != got for want, got in zip(spec.shape, array.shape)):
                 raise KvattnError(f"input '{spec.name}' has shape {list(array.shape)}, expected "
                                   f"{list(spec.shape)}. The module expects:\n{expected}")
-            arrays.append(array)
-        return arrays
 
-    def _check_scatter_bounds(self, arrays: list[np.ndarray]) -> None:
-        by_name = dict(zip(self.input_names, arrays))
+    def check_scatter_bounds(self, by_name: Mapping[str, np.ndarray]) -> None:
+        """Linear TensorScatter write positions within their caches (checked before dispatch)."""
         for bound in self.manifest.scatter_bounds:
             indices = by_name[bound.write_indices]
             worst = int(indices.max()) + bound.rows if indices.size else 0

@@ -1,0 +1,68 @@
+"""Decode sessions: run a compiled decode step again and again with its KV caches on the device.
+
+The module's manifest lists its caches: model inputs whose updated value is a model output
+(past_key → present_key, found by kvattn-cache-lifetime). A session owns one device buffer per
+cache. Each `step` uploads only the per-step inputs (tokens or Q/K/V, write positions, lengths),
+passes the caches as they are, and keeps the returned present caches as next step's past: when
+the compiler tied them (aliased), the module writes the new rows into the same buffer and nothing
+else moves; otherwise the present is a new device buffer. The caches never travel to the host
+unless asked for (`caches()`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from kvattn.lowering.diagnostics import KvattnError
+from kvattn.runtime import device_buffers
+from kvattn.runtime.module import CompiledModule
+
+
+class DecodeSession:
+    """`session.step({per-step inputs})` → {outputs other than the caches}; `reset()` starts over."""
+
+    def __init__(self, module: CompiledModule, initial_caches: Mapping[str, np.ndarray] | None = None):
+        self.module = module
+        self.links = {link.input: link for link in module.manifest.caches}
+        if not self.links:
+            raise KvattnError("this module has no KV caches (no model input is updated into a model output), "
+                              "so there is nothing for a decode session to keep; call it with module.run()")
+        self.step_inputs = [name for name in module.input_names if name not in self.links]
+        cache_outputs = {link.output for link in self.links.values()}
+        self.step_outputs = [name for name in module.output_names if name not in cache_outputs]
+        self._caches = {}
+        self.steps = 0
+        self.reset(initial_caches)
+
+    @property
+    def cache_names(self) -> list[str]:
+        return list(self.links)
+
+    def reset(self, initial_caches: Mapping[str, np.ndarray] | None = None) -> None:
+        """Start over: caches from `initial_caches` (all of them), or zero-filled."""
+        specs = {spec.name: spec for spec in self.module.manifest.inputs}
+        if initial_caches is None:
+            initial_caches = {name: np.zeros(specs[name].shape, specs[name].dtype) for name in self.links}
+        self.module.check_inputs(initial_caches, self.cache_names)
+        self._caches = {name: device_buffers.upload(self.module.device, np.asarray(initial_caches[name]))
+                        for name in self.links}
+        self.steps = 0
+
+    def step(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call of the module with this step's inputs and the session's caches."""
+        self.module.check_inputs(inputs, self.step_inputs)
+        self.module.check_scatter_bounds(inputs)
+        views = [self._caches[name] if name in self.links
+                 else device_buffers.upload(self.module.device, np.asarray(inputs[name]))
+                 for name in self.module.input_names]
+        results = dict(zip(self.module.output_names, self.module.invoke(views)))
+        for name, link in self.links.items():
+            self._caches[name] = results[link.output]
+        self.steps += 1
+        return {name: self.module.download(results[name], name) for name in self.step_outputs}
+
+    def caches(self) -> dict[str, np.ndarray]:
+        """Host copies of the current caches, by their input names."""
+        return {name: self.module.download(view, name) for name, view in self._caches.items()}
