@@ -32,6 +32,58 @@ def decode_inputs(capacity: int, valid: int, rng) -> dict[str, np.ndarray]:
     }
 
 
+def cache_update_model(capacity: int) -> onnx.ModelProto:
+    """The decode step's two TensorScatter cache updates alone (one new row per cache)."""
+    tensor = helper.make_tensor_value_info
+    cache, new_rows = (1, KV_HEADS, capacity, HEAD_SIZE), (1, KV_HEADS, 1, HEAD_SIZE)
+    nodes = [helper.make_node("TensorScatter", [f"past_{kind}", f"new_{kind}", "write_indices"], [f"present_{kind}"],
+                              axis=2) for kind in ("key", "value")]
+    graph = helper.make_graph(
+        nodes, "cache_update",
+        [tensor("new_key", TensorProto.FLOAT, new_rows), tensor("new_value", TensorProto.FLOAT, new_rows),
+         tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
+         tensor("write_indices", TensorProto.INT64, (1,))],
+        [tensor("present_key", TensorProto.FLOAT, cache), tensor("present_value", TensorProto.FLOAT, cache)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+
+
+def decode_attention_model(capacity: int) -> onnx.ModelProto:
+    """The decode step without its cache updates: Attention-24 over the caches with
+    nonpad_kv_seqlen (what stock IREE can compile: it has no TensorScatter)."""
+    tensor = helper.make_tensor_value_info
+    cache = (1, KV_HEADS, capacity, HEAD_SIZE)
+    node = helper.make_node("Attention", ["query", "past_key", "past_value", "", "", "", "nonpad_kv_seqlen"],
+                            ["output"], is_causal=1)
+    graph = helper.make_graph(
+        [node], "decode_attention",
+        [tensor("query", TensorProto.FLOAT, (1, Q_HEADS, 1, HEAD_SIZE)),
+         tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
+         tensor("nonpad_kv_seqlen", TensorProto.INT64, (1,))],
+        [tensor("output", TensorProto.FLOAT, (1, Q_HEADS, 1, HEAD_SIZE))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+
+
+def group_query_attention_model(capacity: int) -> onnx.ModelProto:
+    """onnxruntime's GroupQueryAttention contrib op for the same decode step; with its present
+    caches bound to the past buffers (IO binding) it updates them in place."""
+    tensor = helper.make_tensor_value_info
+    cache = (1, KV_HEADS, capacity, HEAD_SIZE)
+    node = helper.make_node(
+        "GroupQueryAttention",
+        ["query", "new_key", "new_value", "past_key", "past_value", "seqlens_k", "total_sequence_length"],
+        ["output", "present_key", "present_value"], domain="com.microsoft", num_heads=Q_HEADS, kv_num_heads=KV_HEADS)
+    graph = helper.make_graph(
+        [node], "gqa_decode",
+        [tensor("query", TensorProto.FLOAT, (1, 1, Q_HEADS * HEAD_SIZE)),
+         tensor("new_key", TensorProto.FLOAT, (1, 1, KV_HEADS * HEAD_SIZE)),
+         tensor("new_value", TensorProto.FLOAT, (1, 1, KV_HEADS * HEAD_SIZE)),
+         tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
+         tensor("seqlens_k", TensorProto.INT32, (1,)), tensor("total_sequence_length", TensorProto.INT32, ())],
+        [tensor("output", TensorProto.FLOAT, (1, 1, Q_HEADS * HEAD_SIZE)),
+         tensor("present_key", TensorProto.FLOAT, cache), tensor("present_value", TensorProto.FLOAT, cache)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24), helper.make_opsetid("com.microsoft", 1)])
+
+
 def prefill_model(length: int) -> onnx.ModelProto:
     """Causal Attention-23 over a prompt of `length` tokens, GQA 32/8."""
     q = helper.make_tensor_value_info("query", TensorProto.FLOAT, [1, Q_HEADS, length, HEAD_SIZE])

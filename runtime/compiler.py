@@ -74,7 +74,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     if dump_dir:
         flags.append(f"--dump-compilation-phases-to={dump_dir / 'iree'}")
     say(f"iree-compile for {target}")
-    return CompiledModel(_iree_compile(text, flags), manifest)
+    return CompiledModel(iree_compile(text, flags), manifest)
 
 
 def compile_to_stage(source, stage: str, target: str = "llvm-cpu",
@@ -89,7 +89,7 @@ def compile_to_stage(source, stage: str, target: str = "llvm-cpu",
     with context:
         text = str(result.module)
     if stage in IREE_STAGES:
-        text = _iree_compile(text, targets.get(target).flags(arch) + [f"--compile-to={stage}"]).decode()
+        text = iree_compile(text, targets.get(target).flags(arch) + [f"--compile-to={stage}"]).decode()
     return text, result
 
 
@@ -122,7 +122,7 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "kvattn"
 
 
-def _iree_compile(text: str, flags: list[str]) -> bytes:
+def iree_compile(text: str, flags: list[str]) -> bytes:
     try:
         return iree_tools.compile_str(text, extra_args=flags)
     except iree_tools.CompilerToolError as exc:
