@@ -5,6 +5,7 @@ mask  = causal (bottom-right: key j ≤ i + offset), left/right windows, nonpad_
         keys), combined by one linalg.generic into an additive bias [B?,Hkv?,G?,S,T] holding only
         the dims it varies in; offset = past length | nonpad_kv_seqlen[b] - S | 0.
 guard = rows whose bias is all -inf give 0 (IREE's softmax would give NaN; ONNX wants zeros).
+Keys at or past max(nonpad_kv_seqlen) are masked for every row, so the attention may skip them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def combined_bias(w: FunctionWriter, op: KvOp, args, shapes: AttentionShapes, el
 
     bias = w.generic(roles, inputs, w.empty(bias_type), body)
     return bias, roles
+
+
+def longest_valid_length(w: FunctionWriter, nonpad: Value, total_len: int) -> Value:
+    """max(nonpad_kv_seqlen) clamped to [1, total_len], as an index: keys past it are masked for
+    every row (at least one key is kept so the attention never has an empty reduction)."""
+    lowest = w.fill(w.constant(0, "i64"), TensorType((), "i64"))
+    longest = w.generic(["b"], [(nonpad, ["b"])], lowest, lambda b, block: b.binary("maxsi", block[0], block[1]),
+                        reduction_dims=("b",))
+    length = w.op(f"tensor.extract {longest}[] : {longest.mlir_type}", "i64")
+    length = w.binary("maxsi", w.binary("minsi", length, w.constant(total_len, "i64")), w.constant(1, "i64"))
+    return w.cast("index_cast", length, "index")
 
 
 def _broadcast_mask(w: FunctionWriter, op: KvOp, mask: Value, shapes: AttentionShapes):

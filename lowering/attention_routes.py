@@ -19,7 +19,9 @@ from typing import Callable, Sequence
 
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionShapes, convert, float_cast
+from kvattn.lowering.attention_tiles import cpu_compilation_info
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
+from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.tensor_types import TensorType
 
 LOG2E = 1.0 / math.log(2.0)
@@ -50,24 +52,37 @@ class Operands:
     shapes: AttentionShapes
 
 
-def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod | None) -> Value:
-    """One iree_linalg_ext.attention; `score_mod` must read no tensors."""
+def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod | None,
+                    options: LoweringOptions, valid_keys: Value | None = None) -> Value:
+    """One iree_linalg_ext.attention; `score_mod` must read no tensors. With `valid_keys` (an
+    index no larger than the key count, beyond which the bias masks every key) the attention
+    reads only that many keys. On llvm-cpu the op carries its per-shape tile sizes."""
     assert score_mod is None or not score_mod.inputs
     q, key, value = (convert(w, x, compute) for x in (o.q, o.key, o.value))
+    attention_bias = bias
+    sizes = dict(o.shapes.size)
+    if valid_keys is not None:
+        key = w.leading_slice(key, o.key_roles.index("l"), valid_keys)
+        value = w.leading_slice(value, o.value_roles.index("l"), valid_keys)
+        attention_bias = (w.leading_slice(bias[0], bias[1].index("l"), valid_keys), bias[1])
+        sizes["l"] = None
     out_type = TensorType(tuple(o.shapes.size[r] for r in o.out_roles), compute)
     scale = w.constant(o.scale, compute)
     operands = [(q, o.q_roles), (key, o.key_roles), (value, o.value_roles)]
     maps = [affine_map(DIMS, roles) for _, roles in operands] + [affine_map(DIMS, [])]
     ins = [str(v) for v, _ in operands] + [str(scale)]
     types = [v.mlir_type for v, _ in operands] + [compute]
-    if bias is not None:
-        maps.append(affine_map(DIMS, bias[1]))
-        ins.append(str(bias[0]))
-        types.append(bias[0].mlir_type)
+    if attention_bias is not None:
+        maps.append(affine_map(DIMS, attention_bias[1]))
+        ins.append(str(attention_bias[0]))
+        types.append(attention_bias[0].mlir_type)
     maps.append(affine_map(DIMS, o.out_roles))
+    operand_roles = [o.q_roles, o.key_roles, o.value_roles] + ([attention_bias[1]] if attention_bias else []) + [o.out_roles]
+    config = cpu_compilation_info(sizes, operand_roles, compute) if options.cpu_attention_tiles else None
+    attributes = f" {{compilation_info = {config}}}" if config else ""
     init = w.empty(out_type)
     attention = w.fresh("attn")
-    w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]> "
+    w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]>{attributes} "
            f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {out_type.mlir}) {{")
     w.line("^bb0(%score: f32):")
     region = w.nested()

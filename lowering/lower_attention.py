@@ -13,7 +13,7 @@ import math
 
 from iree.compiler import ir
 
-from kvattn.lowering.attention_bias import combined_bias
+from kvattn.lowering.attention_bias import combined_bias, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionShapes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
 from kvattn.lowering import dialect
@@ -59,7 +59,11 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
         w.note("fused: one iree_linalg_ext.attention")
         compute = "f32" if options.attention_in_f32 else element
         bias = combined_bias(w, op, args, shapes, compute)
-        out = fused_attention(w, operands, bias, compute, softcap)
+        valid_keys = None
+        if options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args:
+            w.note("reads only the first max(nonpad_kv_seqlen) keys")
+            valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], shapes.total_len)
+        out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)
     out = convert(w, out, element)
     onnx_roles = ("b", "s", "h", "g", "e") if shapes.rank3 else ("b", "h", "g", "s", "e")
     out, _ = transpose_to(w, out, out_roles, onnx_roles)

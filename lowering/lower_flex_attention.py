@@ -40,7 +40,7 @@ def lower_flex_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
         w.note("fused: one iree_linalg_ext.attention" + (" with score_mod in its region" if score_program else ""))
         compute = "f32" if options.attention_in_f32 else element
         score_mod = score_program.mod(w, shapes) if score_program else None
-        out = fused_attention(w, operands, None, compute, score_mod)
+        out = fused_attention(w, operands, None, compute, score_mod, options)
     else:
         w.note("unfused: " + ("prob_mod needs the probabilities materialized" if prob_program
                               else "score_mod reads positions"))

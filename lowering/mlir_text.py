@@ -147,6 +147,16 @@ class FunctionWriter:
         self.line(f'}} : {value.mlir_type} to {out.mlir} loc("{self._location}")')
         return Value(name, out)
 
+    def leading_slice(self, value: Value, dim: int, size: Value) -> Value:
+        """The first `size` (an index value) elements along `dim`; that dim becomes dynamic."""
+        shape = list(value.type.shape)
+        sizes = [str(size) if d == dim else str(n) for d, n in enumerate(shape)]
+        shape[dim] = None
+        out = value.type.with_shape(shape)
+        zeros, ones = [0] * len(shape), [1] * len(shape)
+        return self.op(f"tensor.extract_slice {value}{zeros} [{', '.join(sizes)}] {ones} : "
+                       f"{value.mlir_type} to {out.mlir}", out)
+
     def insert_slice(self, source: Value, dest: Value, offsets: Sequence[int]) -> Value:
         sizes = list(source.type.shape)
         strides = [1] * len(sizes)

@@ -14,3 +14,9 @@ class LoweringOptions:
     # Compute fp16/bf16 attention in f32 (convert Q/K/V in, the result back out); the
     # decomposed attention overflows to NaN in fp16 on SPIR-V.
     attention_in_f32: bool = False
+    # Give each f32 fused attention per-shape CPU tile sizes (attention_tiles); llvm-cpu only.
+    cpu_attention_tiles: bool = False
+    # With nonpad_kv_seqlen, let the fused attention iterate only the first max(nonpad) keys
+    # (a dynamic slice of K/V and the mask) so its cost follows the valid length, not the
+    # cache capacity. Verified on llvm-cpu; the GPU targets keep the full-capacity mask.
+    slice_keys_to_valid_length: bool = False

@@ -42,9 +42,12 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("llvm-cpu", driver="local-task", onnx_device="CPU",
                base_flags=("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
-                           "--iree-input-demote-f64-to-f32=false"),
+                           "--iree-input-demote-f64-to-f32=false",
+                           # the attention tile configs use 32 KiB vectors (8 rows x 8 keys x head 128)
+                           "--iree-llvmcpu-fail-on-large-vector=false"),
                arch_flag="--iree-llvmcpu-target-cpu={}", default_arch="host",
-               executable_format="embedded-elf", decompose_attention=False, lowering=LoweringOptions(),
+               executable_format="embedded-elf", decompose_attention=False,
+               lowering=LoweringOptions(cpu_attention_tiles=True, slice_keys_to_valid_length=True),
                description="CPUs through LLVM"),
         Target("vulkan", driver="vulkan", onnx_device="VULKAN",
                base_flags=("--iree-hal-target-device=vulkan",),
