@@ -39,8 +39,16 @@ def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str,
     roles = [[r for r in operand if r in kept] for operand in operand_roles]
 
     def read_together(first: str, second: str) -> bool:
-        return all((first in r) == (second in r) and (first not in r or r.index(second) == r.index(first) + 1)
-                   for r in roles)
+        """Every operand reads both or neither, next to each other, all in the same order."""
+        orders = set()
+        for r in roles:
+            if (first in r) != (second in r):
+                return False
+            if first in r:
+                if abs(r.index(first) - r.index(second)) != 1:
+                    return False
+                orders.add(r.index(first) < r.index(second))
+        return len(orders) <= 1
 
     groups = [[kept[0]]] if kept else []
     for dim in kept[1:]:

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_target_options(p)
     p.add_argument("--dump-ir", metavar="DIR",
                    help="write the IR after each kvattn stage (and iree-compile's phases under DIR/iree)")
+    _add_static_cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_compile)
 
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                         "step, or N arrays stacked on a new leading axis. Outputs are stacked per step; the "
                         "caches are written once, after the last step")
     _add_target_options(p, "when compiling an .onnx argument")
+    _add_static_cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
 
@@ -99,6 +101,13 @@ def _add_target_options(parser: argparse.ArgumentParser, when: str = "") -> None
                            help=f"{name} chip (default {target.default_arch})")
 
 
+def _add_static_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--static-kv-cache", type=int, metavar="MAX_LEN",
+                        help="rewrite concat-style KV caches (Attention past_key/past_value -> present_*, or a "
+                             "Concat of a past cache before Attention) into caches of MAX_LEN rows updated in "
+                             "place, with a new 'past_length' input; `run --steps` feeds it for you")
+
+
 def _arch(args) -> str | None:
     return getattr(args, f"arch_{args.target.replace('-', '_')}")
 
@@ -111,7 +120,7 @@ def _progress(args):
 
 def _compile(args) -> int:
     compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir,
-                                      progress=_progress(args))
+                                      progress=_progress(args), static_kv_cache=args.static_kv_cache)
     pathlib.Path(args.output).write_bytes(compiled.vmfb)
     if not args.quiet:
         print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes)", file=sys.stderr)
@@ -126,7 +135,8 @@ def _run(args) -> int:
         raise KvattnError(f"'{path}': no such file")
     inputs = _read_inputs(args.input)
     if path.suffix == ".onnx":
-        module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args)))
+        module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args),
+                                                        args.static_kv_cache))
     else:
         module = CompiledModule.load(path)
     outputs = module.run(inputs) if args.steps is None else _run_steps(module, inputs, args.steps, _progress(args))
@@ -156,7 +166,7 @@ def _run_steps(module, inputs: dict[str, np.ndarray], steps: int, progress) -> d
         missing = ", ".join(name for name in session.cache_names if name not in inputs)
         raise KvattnError(f"give every cache input or none (they start as zeros); missing {missing}")
     if given:
-        session.reset({name: inputs.pop(name) for name in given})
+        session.reset({name: inputs.pop(name) for name in given})  # static caches may be shorter
     shapes = {spec.name: spec.shape for spec in module.manifest.inputs}
     per_step = [name for name, array in inputs.items()
                 if name in shapes and array.ndim == len(shapes[name]) + 1 and array.shape[0] == steps]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
+import importlib
 import os
 import pathlib
 from typing import Callable
@@ -21,9 +23,9 @@ from iree.compiler import version as iree_version
 import kvattn
 from kvattn.lowering import onnx_import, tensor_types
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.passes import pipeline
+from kvattn.passes import pipeline, static_kv_cache
 from kvattn.runtime import targets
-from kvattn.runtime.manifest import REFLECTION_KEY, CacheLink, Manifest, ScatterBound, TensorSpec
+from kvattn.runtime.manifest import REFLECTION_KEY, CacheLink, Manifest, ScatterBound, StaticCacheInfo, TensorSpec
 
 IREE_STAGES = ("flow", "stream", "executable-sources", "executable-targets", "hal", "vm")
 Progress = Callable[[str], None]
@@ -36,13 +38,19 @@ class CompiledModel:
 
 
 def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
-                  dump_ir: str | os.PathLike | None = None, progress: Progress | None = None) -> CompiledModel:
+                  dump_ir: str | os.PathLike | None = None, progress: Progress | None = None,
+                  static_kv_cache: int | None = None) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
-    default the target's).
+    default the target's). With `static_kv_cache`, concat-style KV caches are rewritten to that
+    fixed capacity first (passes/static_kv_cache.py).
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
     target_info = targets.get(target)
     model = onnx_import.load_model(source)
+    static_info = None
+    if static_kv_cache is not None:
+        say(f"rewriting KV caches to {static_kv_cache} rows")
+        model, static_info = _static_caches(model, static_kv_cache)
     dump_dir = pathlib.Path(dump_ir) if dump_ir is not None else None
     if dump_dir:
         dump_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +74,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
         scatter_bounds=tuple(_scatter_bounds(result.named_model)),
         nodes=tuple(dataclasses.asdict(node) for node in result.raised),
         caches=tuple(_cache_links(result.cache_updates)),
+        static_cache=static_info,
     )
     with context:
         _embed_manifest(result.module, manifest)
@@ -94,12 +103,13 @@ def compile_to_stage(source, stage: str, target: str = "llvm-cpu",
 
 
 def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str | None = None,
-                   progress: Progress | None = None) -> bytes:
-    """The vmfb for an .onnx file, from the cache when the file, target and versions match."""
+                   progress: Progress | None = None, static_kv_cache: int | None = None) -> bytes:
+    """The vmfb for an .onnx file, from the cache when the file, options, kvattn's own code and
+    IREE's version match."""
     content = pathlib.Path(path).read_bytes()
     key = hashlib.sha256()
     for part in (content, target.encode(), " ".join(targets.get(target).flags(arch)).encode(),
-                 kvattn.__version__.encode(), iree_version.VERSION.encode()):
+                 str(static_kv_cache).encode(), _kvattn_code_digest(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")
     cache_file = cache_dir() / f"{key.hexdigest()}.vmfb"
@@ -107,12 +117,24 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
         if progress:
             progress(f"using cached {cache_file}")
         return cache_file.read_bytes()
-    vmfb = compile_model(content, target, arch, progress=progress).vmfb
+    vmfb = compile_model(content, target, arch, progress=progress, static_kv_cache=static_kv_cache).vmfb
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_bytes(vmfb)
     temporary.replace(cache_file)
     return vmfb
+
+
+@functools.cache
+def _kvattn_code_digest() -> bytes:
+    """A digest of kvattn's Python sources: a changed lowering must not reuse old vmfbs."""
+    digest = hashlib.sha256(kvattn.__version__.encode())
+    for package in ("kvattn.lowering", "kvattn.passes", "kvattn.runtime"):
+        folder = pathlib.Path(importlib.import_module(package).__file__).parent
+        for source in sorted(folder.glob("*.py")):
+            digest.update(source.name.encode())
+            digest.update(source.read_bytes())
+    return digest.digest()
 
 
 def cache_dir() -> pathlib.Path:
@@ -174,6 +196,18 @@ def _scatter_bounds(named: onnx.ModelProto):
         axis = attrs.get("axis", -2) % len(cache)
         if cache[axis] is not None and update[axis] is not None:
             yield ScatterBound(node.name, node.input[2], update[axis], cache[axis])
+
+
+def _static_caches(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, StaticCacheInfo]:
+    rewritten, caches = static_kv_cache.rewrite(model, capacity)
+    rows = {n.input[1]: n for n in rewritten.graph.node if n.op_type == "TensorScatter"}
+    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(rewritten).graph.value_info}
+    shapes.update({v.name: v for v in rewritten.graph.input})
+    new_rows = {shapes[name].type.tensor_type.shape.dim[2].dim_value for name in rows}
+    if len(new_rows) != 1 or 0 in new_rows:
+        raise KvattnError(f"--static-kv-cache: every cache must get the same static number of new rows per step, "
+                          f"found {sorted(new_rows)}")
+    return rewritten, StaticCacheInfo(capacity, static_kv_cache.PAST_LENGTH, new_rows.pop())
 
 
 def _cache_links(updates):

@@ -52,6 +52,16 @@ class CacheLink:
 
 
 @dataclasses.dataclass(frozen=True)
+class StaticCacheInfo:
+    """Set when the model was compiled with --static-kv-cache: its caches hold `capacity` rows,
+    `length_input` says how many are valid, and each step appends `rows_per_step`."""
+
+    capacity: int
+    length_input: str
+    rows_per_step: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     entry: str
     target: str
@@ -60,6 +70,7 @@ class Manifest:
     scatter_bounds: tuple[ScatterBound, ...] = ()
     nodes: tuple[dict, ...] = ()  # {"node", "onnx_op", "kvattn_op", "lowered_to", "route", "cache"} per raised node
     caches: tuple[CacheLink, ...] = ()
+    static_cache: StaticCacheInfo | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -75,4 +86,5 @@ class Manifest:
             scatter_bounds=tuple(ScatterBound(**b) for b in raw["scatter_bounds"]),
             nodes=tuple(raw["nodes"]),
             caches=tuple(CacheLink(**c) for c in raw["caches"]),
+            static_cache=StaticCacheInfo(**raw["static_cache"]) if raw["static_cache"] else None,
         )

@@ -7,6 +7,11 @@ passes the caches as they are, and keeps the returned present caches as next ste
 the compiler tied them (aliased), the module writes the new rows into the same buffer and nothing
 else moves; otherwise the present is a new device buffer. The caches never travel to the host
 unless asked for (`caches()`).
+
+A module compiled with --static-kv-cache has fixed-capacity caches and a `past_length` input;
+the session hides that: it takes the original model's per-step inputs, feeds and advances the
+length itself, accepts initial caches of any length up to the capacity, and `caches()` returns
+only the valid rows, as the original model's present caches would be.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ class DecodeSession:
         if not self.links:
             raise KvattnError("this module has no KV caches (no model input is updated into a model output), "
                               "so there is nothing for a decode session to keep; call it with module.run()")
-        self.step_inputs = [name for name in module.input_names if name not in self.links]
+        self.static = module.manifest.static_cache
+        hidden = set(self.links) | ({self.static.length_input} if self.static else set())
+        self.step_inputs = [name for name in module.input_names if name not in hidden]
         cache_outputs = {link.output for link in self.links.values()}
         self.step_outputs = [name for name in module.output_names if name not in cache_outputs]
         self._caches = {}
         self.steps = 0
+        self.length = 0  # valid cache rows (static caches)
         self.reset(initial_caches)
 
     @property
@@ -41,8 +49,12 @@ class DecodeSession:
         return list(self.links)
 
     def reset(self, initial_caches: Mapping[str, np.ndarray] | None = None) -> None:
-        """Start over: caches from `initial_caches` (all of them), or zero-filled."""
+        """Start over: caches from `initial_caches` (all of them), or zero-filled. Static caches
+        may start with fewer rows than their capacity (axis 2); those become the valid rows."""
         specs = {spec.name: spec for spec in self.module.manifest.inputs}
+        self.length = 0
+        if initial_caches is not None and self.static:
+            initial_caches, self.length = self._padded(initial_caches, specs)
         if initial_caches is None:
             initial_caches = {name: np.zeros(specs[name].shape, specs[name].dtype) for name in self.links}
         self.module.check_inputs(initial_caches, self.cache_names)
@@ -53,6 +65,13 @@ class DecodeSession:
     def step(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the module with this step's inputs and the session's caches."""
         self.module.check_inputs(inputs, self.step_inputs)
+        if self.static:
+            if self.length + self.static.rows_per_step > self.static.capacity:
+                raise KvattnError(f"the static KV cache is full: {self.length} of {self.static.capacity} rows are "
+                                  f"used and a step adds {self.static.rows_per_step}; compile with a larger "
+                                  f"--static-kv-cache or reset() the session")
+            batch = next(spec.shape[0] for spec in self.module.manifest.inputs if spec.name == self.static.length_input)
+            inputs = {**inputs, self.static.length_input: np.full(batch, self.length, np.int64)}
         self.module.check_scatter_bounds(inputs)
         views = [self._caches[name] if name in self.links
                  else device_buffers.upload(self.module.device, np.asarray(inputs[name]))
@@ -61,8 +80,25 @@ class DecodeSession:
         for name, link in self.links.items():
             self._caches[name] = results[link.output]
         self.steps += 1
+        if self.static:
+            self.length += self.static.rows_per_step
         return {name: self.module.download(results[name], name) for name in self.step_outputs}
 
     def caches(self) -> dict[str, np.ndarray]:
-        """Host copies of the current caches, by their input names."""
-        return {name: self.module.download(view, name) for name, view in self._caches.items()}
+        """Host copies of the current caches (static caches: only the valid rows), by input name."""
+        arrays = {name: self.module.download(view, name) for name, view in self._caches.items()}
+        return {name: array[:, :, :self.length] for name, array in arrays.items()} if self.static else arrays
+
+    def _padded(self, caches: Mapping[str, np.ndarray], specs) -> tuple[dict[str, np.ndarray], int]:
+        """Initial static caches with `length` rows, zero-padded to the capacity."""
+        lengths = {np.asarray(array).shape[2] for array in caches.values() if np.asarray(array).ndim == 4}
+        if len(lengths) != 1 or next(iter(lengths)) > self.static.capacity:
+            raise KvattnError(f"initial caches must all be 4D with the same length, at most the capacity "
+                              f"{self.static.capacity}; got {[list(np.shape(a)) for a in caches.values()]}")
+        length = lengths.pop()
+        padded = {}
+        for name, array in caches.items():
+            array = np.asarray(array)
+            padding = [(0, 0), (0, 0), (0, self.static.capacity - length), (0, 0)]
+            padded[name] = np.pad(array, padding) if name in specs else array
+        return padded, length
