@@ -60,7 +60,9 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
         compute = "f32" if options.attention_in_f32 else element
         bias = combined_bias(w, op, args, shapes, compute)
         valid_keys = None
-        if options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args:
+        # A dynamic key count compiles only with kvattn's own CPU tiles, which are f32-only
+        # (IREE's default tiles fail to vectorize it: "'vector.mask' op expects a 'vector<16xi1>'").
+        if options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args and compute == "f32":
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], shapes.total_len)
         out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)

@@ -18,5 +18,6 @@ class LoweringOptions:
     cpu_attention_tiles: bool = False
     # With nonpad_kv_seqlen, let the fused attention iterate only the first max(nonpad) keys
     # (a dynamic slice of K/V and the mask) so its cost follows the valid length, not the
-    # cache capacity. Verified on llvm-cpu; the GPU targets keep the full-capacity mask.
+    # cache capacity (f32 attention, which gets CPU tiles). Verified on llvm-cpu; the GPU
+    # targets keep the full-capacity mask.
     slice_keys_to_valid_length: bool = False
