@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 import time
 
@@ -33,7 +32,7 @@ import onnx
 import onnxruntime
 
 from benchmarks import models
-from benchmarks.timing import median_ms
+from benchmarks.timing import machine, median_ms
 from kvattn.lowering import onnx_import
 from kvattn.passes import iree_input
 from kvattn.runtime import targets
@@ -156,7 +155,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     gbps, gflops = copy_gbps(), matmul_gflops()
-    print(f"# {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+    print(f"# {datetime.date.today()}, {machine()}, "
           f"onnxruntime {onnxruntime.__version__}")
     print(f"floors: copy {gbps:.1f} GB/s (read+write), fp32 matmul {gflops:.0f} GFLOP/s")
 
@@ -225,7 +224,7 @@ def plot_sweep(path: str, capacity: int, valid: int, repeats: int, rng, quick: b
     from matplotlib import pyplot
 
     lengths = (16, 65, 200, 256) if quick else (128, 512, 1025, 2048, 3072, 4000)
-    capacities = (128, 256, 512) if quick else (1024, 2048, 4096, 8192)
+    capacities = (128, 256, 512) if quick else (1536, 2048, 4096, 8192)
     module = CompiledModule(compile_model(models.decode_model(capacity)).vmfb)
     by_length = {"kvattn": [], "onnxruntime": [], "onnxruntime GQA (shared buffer)": []}
     for count in lengths:
@@ -252,7 +251,7 @@ def plot_sweep(path: str, capacity: int, valid: int, repeats: int, rng, quick: b
         axes.grid(alpha=0.3)
         axes.set_ylim(bottom=0)
     left.legend()
-    figure.suptitle(f"fp32, 32 query / 8 KV heads, head 128; {platform.processor() or platform.machine()}, "
+    figure.suptitle(f"fp32, 32 query / 8 KV heads, head 128; {machine()}, "
                     f"{datetime.date.today()}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 
 import numpy as np
@@ -22,7 +21,7 @@ import onnxruntime
 from onnx import TensorProto, helper
 
 from benchmarks import models
-from benchmarks.timing import median_ms
+from benchmarks.timing import machine, median_ms
 from kvattn.runtime.compiler import compile_model
 from kvattn.runtime.module import CompiledModule
 
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
                                                               prefill_repeats)
     rows["prefill int8 Q/DQ graph, onnxruntime"] = onnxruntime_ms(quantized_prefill_model(length), int8_prefill,
                                                                   prefill_repeats)
-    print(f"# {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+    print(f"# {datetime.date.today()}, {machine()}, "
           f"capacity {capacity}, {valid} valid, prefill {length}")
     for name, ms in rows.items():
         print(f"{name:<46} {ms:10.3f} ms")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 
@@ -16,3 +17,16 @@ def median_ms(function, repeats: int, warmup: int = 3) -> float:
         function()
         samples.append((time.perf_counter() - start) * 1e3)
     return statistics.median(samples)
+
+
+def machine() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and the core count."""
+    import os
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
