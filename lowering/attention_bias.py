@@ -48,22 +48,23 @@ def combined_bias(w: FunctionWriter, op: KvOp, args, shapes: AttentionShapes, el
                 allowed = block[0]
             else:
                 additive = float_cast(b, block[0], "f32")
-        query = b.loop_index(roles.index("s"))
-        key = b.loop_index(roles.index("l"))
+        # i32 positions: SPIR-V targets without Int64 cannot vectorize i64 index math.
+        query = b.loop_index(roles.index("s"), "i32")
+        key = b.loop_index(roles.index("l"), "i32")
         if nonpad is not None:
-            length = block[-2]
+            length = b.cast("trunci", block[-2], "i32")
             allowed = b.binary("andi", allowed, b.compare("cmpi", "slt", key, length))
-            offset = b.binary("subi", length, b.constant(shapes.query_len, "i64"))
+            offset = b.binary("subi", length, b.constant(shapes.query_len, "i32"))
         else:
-            offset = b.constant(shapes.past_len, "i64")
+            offset = b.constant(shapes.past_len, "i32")
         frontier = b.binary("addi", query, offset)  # the query's absolute position
         if causal:
             allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, frontier))
         if left >= 0:
-            lowest = b.binary("subi", frontier, b.constant(left, "i64"))
+            lowest = b.binary("subi", frontier, b.constant(left, "i32"))
             allowed = b.binary("andi", allowed, b.compare("cmpi", "sge", key, lowest))
         if right >= 0:
-            highest = b.binary("addi", frontier, b.constant(right, "i64"))
+            highest = b.binary("addi", frontier, b.constant(right, "i32"))
             allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, highest))
         masked = b.select(allowed, additive, b.constant(-math.inf, "f32"))
         return float_cast(b, masked, element)

@@ -76,6 +76,10 @@ def _cache_model(name: str) -> onnx.ModelProto:
                         helper.make_node("TensorScatter", ["past", "past_rows", "position"], ["other"],
                                          name="second_update", axis=2)],
         "present_also_copied": [scatter("present", "update"), helper.make_node("Identity", ["present"], ["other"])],
+        "internal_past": [helper.make_node("Neg", ["past"], ["negated"]),
+                          helper.make_node("TensorScatter", ["negated", "new", "position"], ["present"],
+                                           name="update", axis=2),
+                          helper.make_node("Identity", ["negated"], ["other"])],
     }[name]
     inputs = [past, new, position] + ([tensor("past_rows", TensorProto.FLOAT, NEW_ROWS)] if name == "two_updates" else [])
     graph = helper.make_graph(nodes, name, inputs, [present, other])
@@ -89,13 +93,14 @@ def _cache_model(name: str) -> onnx.ModelProto:
     ("returned_unchanged", "copied: past is also read by node 'Identity_1'"),
     ("two_updates", "copied: past is also updated by node 'second_update'"),
     ("present_also_copied", "aliased: past -> present"),
+    ("internal_past", "copied: past_cache is computed inside the model, not a model input"),
 ])
 def test_aliasing_decisions_keep_results_correct(name, decision):
     model = _cache_model(name)
     module = CompiledModule(compile_model(model).vmfb)
     assert decision in [node["cache"] for node in module.manifest.nodes]
-    # A past updated twice is no session cache: neither output is its next value.
-    expected_links = [] if name == "two_updates" else [decision.startswith("aliased")]
+    # A past updated twice, or not updated itself, is no session cache.
+    expected_links = [] if name in ("two_updates", "internal_past") else [decision.startswith("aliased")]
     assert [link.aliased for link in module.manifest.caches] == expected_links
     rng = np.random.default_rng(2)
     inputs = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim]).astype(np.float32)
