@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--stage", choices=_STAGES, help="print the IR at this stage")
     _add_target_options(p, "for IREE stages")
+    _add_static_cache_option(p)
     p.set_defaults(handler=_inspect)
 
     p = sub.add_parser("demo", help="compile and run a built-in decode-step model, checked against onnx.reference",
@@ -205,10 +206,10 @@ def _inspect(args) -> int:
     from kvattn.runtime import inspect
 
     if args.stage:
-        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args))
+        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache)
         print(text)
     else:
-        print(inspect.summary(args.model, args.target, _arch(args)))
+        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache))
     return 0
 
 

@@ -86,10 +86,12 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     return CompiledModel(iree_compile(text, flags), manifest)
 
 
-def compile_to_stage(source, stage: str, target: str = "llvm-cpu",
-                     arch: str | None = None) -> tuple[str, pipeline.PipelineResult]:
+def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | None = None,
+                     static_kv_cache: int | None = None) -> tuple[str, pipeline.PipelineResult]:
     """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text."""
     model = onnx_import.load_model(source)
+    if static_kv_cache is not None:
+        model, _ = _static_caches(model, static_kv_cache)
     context = onnx_import.make_context()
     kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:

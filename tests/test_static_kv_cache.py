@@ -122,3 +122,7 @@ def test_run_steps_with_static_cache_on_the_command_line(tmp_path, capsys):
         np.testing.assert_allclose(np.load(tmp_path / "out" / "output.npy")[step], want[0], rtol=1e-5, atol=1e-5)
         caches = {"past_key": want[1], "past_value": want[2]}
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "present_key.npy"), caches["past_key"])
+    capsys.readouterr()
+    assert cli.main(["inspect", str(path), "--static-kv-cache", "8"]) == 0
+    summary = capsys.readouterr().out
+    assert "input  past_length: int64[1]" in summary and "cache: aliased: past_key -> present_key" in summary
