@@ -81,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="compile and run a built-in decode-step model, checked against onnx.reference",
                        description="Build a decode step (two TensorScatter cache updates + Attention-24 with GQA and "
-                                   "nonpad_kv_seqlen), compile it, run 8 decode steps feeding the caches back, and "
-                                   "check every step against onnx.reference.")
+                                   "nonpad_kv_seqlen), compile it, run 8 decode steps in a decode session (the "
+                                   "caches stay on the device, updated in place), and check every step against "
+                                   "onnx.reference.")
     p.add_argument("--steps", type=int, default=8, help="decode steps to run (default 8)")
     p.set_defaults(handler=_demo)
     return parser
