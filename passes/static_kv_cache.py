@@ -23,8 +23,6 @@ as a shape); anything else is refused with the node's name.
 
 from __future__ import annotations
 
-import dataclasses
-
 import onnx
 from onnx import TensorProto, helper
 
@@ -33,16 +31,9 @@ from kvattn.lowering.diagnostics import KvattnError, NodeError
 PAST_LENGTH = "past_length"
 
 
-@dataclasses.dataclass(frozen=True)
-class StaticCache:
-    """One rewritten cache: the model input and output that now hold MAX rows."""
-
-    input: str
-    output: str | None  # the present cache, when the model returns it
-
-
-def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, list[StaticCache]]:
-    """The model with fixed-capacity caches (a new ModelProto), and the caches it rewrote."""
+def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The model with fixed-capacity caches (a new ModelProto), and {cache input: the input
+    holding its new rows} for each cache it rewrote."""
     if capacity < 1:
         raise KvattnError(f"--static-kv-cache needs a positive capacity, got {capacity}")
     model = _at_opset_24(model)
@@ -51,17 +42,16 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, lis
     if PAST_LENGTH in inputs:
         raise KvattnError(f"--static-kv-cache adds a model input '{PAST_LENGTH}', but the model already has one")
     ranks = _ranks(model)
-    outputs = {value.name for value in graph.output}
     producers = {out: node for node in graph.node for out in node.output}
     consumers = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    caches, new_nodes, dropped = [], [], set()
+    caches, new_nodes, dropped = {}, [], set()
     for node in list(graph.node):
         if node.op_type != "Attention":
             continue
-        plan = _cache_plan(node, inputs, producers, consumers, outputs)
+        plan = _cache_plan(node, inputs, producers, consumers)
         if plan is None:
             continue
         name = node.name or "Attention"
@@ -89,7 +79,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, lis
                 dropped.add(id(concat))
             new_nodes.append(helper.make_node("TensorScatter", [past, new, PAST_LENGTH], [present],
                                               name=f"{name}_{kind}_cache_update", axis=2))
-            caches.append(StaticCache(past, present if present in outputs else None))
+            caches[past] = new
             _set_dim(graph.output, present, capacity)
         new_length = plan["key"][1]
         valid = f"{name}_valid_length"
@@ -104,7 +94,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, lis
     if not caches:
         raise KvattnError("--static-kv-cache: the model has no concat-style KV cache (an Attention with "
                           "past_key/past_value model inputs, or a Concat of a past cache input before Attention)")
-    batch = inputs[caches[0].input].type.tensor_type.shape.dim[0].dim_value
+    batch = inputs[next(iter(caches))].type.tensor_type.shape.dim[0].dim_value
     graph.input.append(helper.make_tensor_value_info(PAST_LENGTH, TensorProto.INT64, [batch]))
     kept = [node for node in graph.node if id(node) not in dropped]
     del graph.node[:]
@@ -114,7 +104,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, lis
     return model, caches
 
 
-def _cache_plan(node, inputs, producers, consumers, outputs):
+def _cache_plan(node, inputs, producers, consumers):
     """{kind: (past input, new rows, present name, concat node or None)} for an attention with a
     concat-style cache, or None."""
     past_inputs = list(node.input[4:6]) if len(node.input) > 5 else []

@@ -202,10 +202,9 @@ def _scatter_bounds(named: onnx.ModelProto):
 
 def _static_caches(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, StaticCacheInfo]:
     rewritten, caches = static_kv_cache.rewrite(model, capacity)
-    rows = {n.input[1]: n for n in rewritten.graph.node if n.op_type == "TensorScatter"}
-    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(rewritten).graph.value_info}
-    shapes.update({v.name: v for v in rewritten.graph.input})
-    new_rows = {shapes[name].type.tensor_type.shape.dim[2].dim_value for name in rows}
+    values = list(onnx.shape_inference.infer_shapes(rewritten).graph.value_info) + list(rewritten.graph.input)
+    shapes = {value.name: value.type.tensor_type.shape.dim for value in values}
+    new_rows = {shapes[rows][2].dim_value for rows in caches.values()}
     if len(new_rows) != 1 or 0 in new_rows:
         raise KvattnError(f"--static-kv-cache: every cache must get the same static number of new rows per step, "
                           f"found {sorted(new_rows)}")

@@ -54,7 +54,7 @@ class DecodeSession:
         specs = {spec.name: spec for spec in self.module.manifest.inputs}
         self.length = 0
         if initial_caches is not None and self.static:
-            initial_caches, self.length = self._padded(initial_caches, specs)
+            initial_caches, self.length = self._padded(initial_caches)
         if initial_caches is None:
             initial_caches = {name: np.zeros(specs[name].shape, specs[name].dtype) for name in self.links}
         self.module.check_inputs(initial_caches, self.cache_names)
@@ -89,16 +89,12 @@ class DecodeSession:
         arrays = {name: self.module.download(view, name) for name, view in self._caches.items()}
         return {name: array[:, :, :self.length] for name, array in arrays.items()} if self.static else arrays
 
-    def _padded(self, caches: Mapping[str, np.ndarray], specs) -> tuple[dict[str, np.ndarray], int]:
+    def _padded(self, caches: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """Initial static caches with `length` rows, zero-padded to the capacity."""
         lengths = {np.asarray(array).shape[2] for array in caches.values() if np.asarray(array).ndim == 4}
         if len(lengths) != 1 or next(iter(lengths)) > self.static.capacity:
             raise KvattnError(f"initial caches must all be 4D with the same length, at most the capacity "
                               f"{self.static.capacity}; got {[list(np.shape(a)) for a in caches.values()]}")
         length = lengths.pop()
-        padded = {}
-        for name, array in caches.items():
-            array = np.asarray(array)
-            padding = [(0, 0), (0, 0), (0, self.static.capacity - length), (0, 0)]
-            padded[name] = np.pad(array, padding) if name in specs else array
-        return padded, length
+        padding = [(0, 0), (0, 0), (0, self.static.capacity - length), (0, 0)]
+        return {name: np.pad(np.asarray(array), padding) for name, array in caches.items()}, length
