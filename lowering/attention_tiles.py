@@ -26,6 +26,7 @@ import math
 
 from kvattn.lowering.attention_operands import DIMS
 
+TILED_ELEMENTS = ("f32",)  # attention compute types that get a config
 KEY_STEP = 8  # keys reduced per step
 ROWS = 8  # query rows per vector tile
 ROWS_PER_WORKGROUP = 64
@@ -64,7 +65,7 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
     """The compilation_info attribute for an f32 attention with these dim sizes (None: dynamic)
     whose operands (Q, K, V, mask, output) read the dims in `operand_roles`, or None when IREE's
     defaults should stay."""
-    if element != "f32":
+    if element not in TILED_ELEMENTS:
         return None
     queries, group = size["s"], size["g"]
     if queries >= ROWS:

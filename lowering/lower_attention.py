@@ -16,6 +16,7 @@ from iree.compiler import ir
 from kvattn.lowering.attention_bias import combined_bias, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionShapes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
+from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.diagnostics import UnsupportedError
@@ -62,7 +63,8 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
         valid_keys = None
         # A dynamic key count compiles only with kvattn's own CPU tiles, which are f32-only
         # (IREE's default tiles fail to vectorize it: "'vector.mask' op expects a 'vector<16xi1>'").
-        if options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args and compute == "f32":
+        if (options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args
+                and options.cpu_attention_tiles and compute in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], shapes.total_len)
         out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)

@@ -13,7 +13,7 @@ cache_lifetime = "copied: <why>" and nothing is tied: the past is not a model in
 another node, is returned unchanged, is updated twice, or the present is not returned (or is
 returned twice). A kvattn.attention with past_key/past_value (the opset-23 concat cache) always
 copies: its present cache is a new, larger tensor; the reason is recorded the same way.
-`kvattn-torch-to-input` turns the ties into `hal.tensor.alias` on the function's ABI.
+`iree-torch-to-input` turns the ties into `hal.tensor.alias` on the function's ABI.
 """
 
 from __future__ import annotations

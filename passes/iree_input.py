@@ -13,7 +13,8 @@ torch-to-iree drops argument attributes, so the ties kvattn-cache-lifetime put o
     %r = hal.tensor.barrier join(..., %a, ...)
 
 as IREE's own ABI wrapper does: result N is computed in argument I's buffer, which the call
-consumes (the caller hands the buffer over; kvattn's runtime passes it copies or its own caches). The result is IREE input, ready for iree-compile.
+consumes (the caller hands the buffer over; kvattn's runtime passes it copies or its own
+caches). The result is IREE input, ready for iree-compile.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ with a new model input `past_length` (int64 [B]: the rows already in the caches)
 at opset 24 (TensorScatter, nonpad_kv_seqlen). Causal masking keeps its meaning (the queries
 are the last L of past_length + L keys; a causal attention over a Concat cache is top-left
 aligned in ONNX and is refused). kvattn-cache-lifetime then ties each cache to its
-present, and `StaticCacheSession` hides the changed interface. Only 4D K/V without attn_mask or
+present, and `DecodeSession` hides the changed interface. Only 4D K/V without attn_mask or
 qk_matmul_output are rewritten (a mask covers the concatenated length, which no longer exists
 as a shape); anything else is refused with the node's name.
 """
@@ -31,9 +31,9 @@ from kvattn.lowering.diagnostics import KvattnError, NodeError
 PAST_LENGTH = "past_length"
 
 
-def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """The model with fixed-capacity caches (a new ModelProto), and {cache input: the input
-    holding its new rows} for each cache it rewrote."""
+def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The model with fixed-capacity caches (a new ModelProto), and {cache input: rows it gains
+    per step} for each cache it rewrote."""
     if capacity < 1:
         raise KvattnError(f"--static-kv-cache needs a positive capacity, got {capacity}")
     model = _at_opset_24(model)
@@ -41,7 +41,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dic
     inputs = {value.name: value for value in graph.input}
     if PAST_LENGTH in inputs:
         raise KvattnError(f"--static-kv-cache adds a model input '{PAST_LENGTH}', but the model already has one")
-    ranks = _ranks(model)
+    shapes = _shapes(model)
     producers = {out: node for node in graph.node for out in node.output}
     consumers = {}
     for node in graph.node:
@@ -71,15 +71,19 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dic
             past, new, present, concat = plan[kind]
             value = inputs[past]
             dims = value.type.tensor_type.shape.dim
-            if len(dims) != 4 or ranks.get(new) != 4:
+            new_shape = shapes.get(new, [])
+            if len(dims) != 4 or len(new_shape) != 4:
                 raise NodeError("Attention", name, f"--static-kv-cache needs 4D {kind} inputs and caches")
+            if not new_shape[2]:
+                raise NodeError("Attention", name, f"--static-kv-cache needs a static number of new {kind} rows "
+                                                   f"per step ({new} has a symbolic sequence length)")
             dims[2].Clear()
             dims[2].dim_value = capacity
             if concat is not None:
                 dropped.add(id(concat))
             new_nodes.append(helper.make_node("TensorScatter", [past, new, PAST_LENGTH], [present],
                                               name=f"{name}_{kind}_cache_update", axis=2))
-            caches[past] = new
+            caches[past] = new_shape[2]
             _set_dim(graph.output, present, capacity)
         new_length = plan["key"][1]
         valid = f"{name}_valid_length"
@@ -124,10 +128,11 @@ def _cache_plan(node, inputs, producers, consumers):
     return plan
 
 
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Every value's inferred shape (0 for a symbolic dim)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     values = list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
-    return {value.name: len(value.type.tensor_type.shape.dim) for value in values}
+    return {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim] for value in values}
 
 
 def _axis(node) -> int | None:

@@ -201,14 +201,11 @@ def _scatter_bounds(named: onnx.ModelProto):
 
 
 def _static_caches(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, StaticCacheInfo]:
-    rewritten, caches = static_kv_cache.rewrite(model, capacity)
-    values = list(onnx.shape_inference.infer_shapes(rewritten).graph.value_info) + list(rewritten.graph.input)
-    shapes = {value.name: value.type.tensor_type.shape.dim for value in values}
-    new_rows = {shapes[rows][2].dim_value for rows in caches.values()}
-    if len(new_rows) != 1 or 0 in new_rows:
-        raise KvattnError(f"--static-kv-cache: every cache must get the same static number of new rows per step, "
-                          f"found {sorted(new_rows)}")
-    return rewritten, StaticCacheInfo(capacity, static_kv_cache.PAST_LENGTH, new_rows.pop())
+    rewritten, rows_per_step = static_kv_cache.rewrite(model, capacity)
+    if len(set(rows_per_step.values())) != 1:
+        raise KvattnError(f"--static-kv-cache: every cache must get the same number of new rows per step, "
+                          f"found {rows_per_step}")
+    return rewritten, StaticCacheInfo(capacity, static_kv_cache.PAST_LENGTH, next(iter(rows_per_step.values())))
 
 
 def _cache_links(updates):

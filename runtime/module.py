@@ -29,6 +29,7 @@ class CompiledModule:
         except Exception as exc:  # the runtime raises plain RuntimeError/ValueError here
             raise KvattnError(f"not a loadable IREE vmfb: {exc}") from None
         self.manifest = _find_manifest(self._vm_module)
+        self._specs = {spec.name: spec for spec in self.manifest.inputs + self.manifest.outputs}
         self.driver = driver or _default_driver(self.manifest.target)
         self.device = create_device(self.driver)
         self._vm_context = ireert.VmContext(instance, [ireert.create_hal_module(instance, self.device),
@@ -54,8 +55,7 @@ class CompiledModule:
 
     def download(self, view: ireert.HalBufferView, output: str) -> np.ndarray:
         """A copy on the host of a device buffer holding the named output (or input)."""
-        spec = next(s for s in self.manifest.outputs + self.manifest.inputs if s.name == output)
-        return device_buffers.download(self.device, view, spec.dtype)
+        return device_buffers.download(self.device, view, self._specs[output].dtype)
 
     def upload(self, inputs: Mapping[str, np.ndarray]) -> list[ireert.HalBufferView]:
         """Check the inputs against the manifest and copy them into new device buffers."""

@@ -35,6 +35,7 @@ class DecodeSession:
             raise KvattnError("this module has no KV caches (no model input is updated into a model output), "
                               "so there is nothing for a decode session to keep; call it with module.run()")
         self.static = module.manifest.static_cache
+        self._specs = {spec.name: spec for spec in module.manifest.inputs}
         hidden = set(self.links) | ({self.static.length_input} if self.static else set())
         self.step_inputs = [name for name in module.input_names if name not in hidden]
         cache_outputs = {link.output for link in self.links.values()}
@@ -51,12 +52,11 @@ class DecodeSession:
     def reset(self, initial_caches: Mapping[str, np.ndarray] | None = None) -> None:
         """Start over: caches from `initial_caches` (all of them), or zero-filled. Static caches
         may start with fewer rows than their capacity (axis 2); those become the valid rows."""
-        specs = {spec.name: spec for spec in self.module.manifest.inputs}
         self.length = 0
         if initial_caches is not None and self.static:
             initial_caches, self.length = self._padded(initial_caches)
         if initial_caches is None:
-            initial_caches = {name: np.zeros(specs[name].shape, specs[name].dtype) for name in self.links}
+            initial_caches = {name: np.zeros(self._specs[name].shape, self._specs[name].dtype) for name in self.links}
         self.module.check_inputs(initial_caches, self.cache_names)
         self._caches = {name: device_buffers.upload(self.module.device, np.asarray(initial_caches[name]))
                         for name in self.links}
@@ -70,8 +70,7 @@ class DecodeSession:
                 raise KvattnError(f"the static KV cache is full: {self.length} of {self.static.capacity} rows are "
                                   f"used and a step adds {self.static.rows_per_step}; compile with a larger "
                                   f"--static-kv-cache or reset() the session")
-            batch = next(spec.shape[0] for spec in self.module.manifest.inputs if spec.name == self.static.length_input)
-            inputs = {**inputs, self.static.length_input: np.full(batch, self.length, np.int64)}
+            inputs = {**inputs, self.static.length_input: np.full(self._specs[self.static.length_input].shape, self.length, np.int64)}
         self.module.check_scatter_bounds(inputs)
         views = [self._caches[name] if name in self.links
                  else device_buffers.upload(self.module.device, np.asarray(inputs[name]))
