@@ -8,8 +8,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from kvattn.runtime.demo import decode_step_model
-
 Q_HEADS, KV_HEADS, HEAD_SIZE = 32, 8, 128
 F8 = np.dtype(ml_dtypes.float8_e4m3fn)
 ELEMENT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
@@ -18,6 +16,10 @@ ELEMENT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.
 
 def decode_model(capacity: int) -> onnx.ModelProto:
     """Two TensorScatter cache updates + Attention-24 with nonpad_kv_seqlen, one new token."""
+    # Imported here: the demo needs IREE's compiler, which the GPU run's machine lacks (it only
+    # draws these inputs there).
+    from kvattn.runtime.demo import decode_step_model
+
     return decode_step_model(batch=1, q_heads=Q_HEADS, kv_heads=KV_HEADS, head_size=HEAD_SIZE, capacity=capacity)
 
 

@@ -4,9 +4,11 @@ fused    Y = iree_linalg_ext.attention(Q, K, V, scale, bias) { score mod in the 
          the fully-masked-row guard. The region receives x = s·log2(e), s = scale·Q·Kᵀ (checked
          on llvm-cpu and on the SPIR-V decomposition), so a score mod f is written
          log2(e)·f(x/log2(e)); IREE adds the mask after the region.
-unfused  explicit f32 linalg ops: S = scale·Q·Kᵀ → score mod → + bias → softmax (rows that are
-         fully masked give 0) → prob mod → P·V. Taken when scores must be materialized
-         (qk_matmul_output), or a mod reads tensors or positions, or there is a prob mod.
+unfused  explicit linalg ops: S = scale·Q·Kᵀ → score mod → + bias → softmax (rows that are
+         fully masked give 0) → prob mod → P·V, in f32, or for fp16/bf16 attention without
+         softmax_precision=FLOAT rounded to that type wherever the ONNX reference rounds. Taken
+         when scores must be materialized (qk_matmul_output), or a mod reads tensors or
+         positions, or there is a prob mod, or for that fp16/bf16 precision.
 A mod is an elementwise function of the score (or probability), optionally reading tensors
 indexed by the score's roles.
 """
@@ -101,71 +103,143 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
 
 
 def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | None = None,
-                      prob_mod: Mod | None = None) -> dict[str, Value]:
-    """The attention as explicit f32 linalg ops. Returns the output ("Y", in `o.out_roles`) and
+                      prob_mod: Mod | None = None, input_precision: str = "f32",
+                      softmax_precision: str = "f32") -> dict[str, Value]:
+    """The attention as explicit linalg ops. Returns the output ("Y" in `o.out_roles`, f32) and
     the intermediates as [B,Hkv,G,S,T]: "scores" (after the score mod), "logits" (+ bias) and
-    "probabilities" (after the prob mod)."""
+    "probabilities" (after the prob mod).
+
+    "f16"/"bf16" precisions round where the ONNX reference rounds. `input_precision`: Q and K
+    each times √scale (itself rounded), the dot product (accumulated in f32), and the
+    probabilities before P·V (accumulated in f32). A score mod runs in f32 (the reference's
+    softcap promotes to f32: its attribute is a float32 scalar).
+    `softmax_precision`: + bias, x − max, exp, the sum (bf16: every add, as numpy adds bfloat16
+    one element at a time; fp16: accumulated in f32 and rounded once, as numpy's float16 sum
+    does), the division."""
     shapes = o.shapes
     score_type = TensorType(tuple(shapes.size[r] for r in SCORE_ROLES), "f32")
+    q, key, scale = o.q, o.key, o.scale
+    if input_precision != "f32":
+        q, key = (_times_root_of(w, x, scale, input_precision) for x in (o.q, o.key))
+        scale = 1.0
 
     def multiply_add(b: FunctionWriter, block: list[Value]) -> Value:
         product = b.binary("mulf", float_cast(b, block[0], "f32"), float_cast(b, block[1], "f32"))
         return b.binary("addf", block[2], product)
 
-    zeros = w.fill(w.constant(0.0, "f32"), score_type)
-    dot = w.generic(SCORE_ROLES + ("d",), [(o.q, o.q_roles), (o.key, o.key_roles)], zeros, multiply_add,
-                    reduction_dims=("d",))
-    scores = _elementwise(w, dot, score_mod, scale=o.scale)
+    dot = w.generic(SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)],
+                    w.fill(w.constant(0.0, "f32"), score_type), multiply_add, reduction_dims=("d",))
+    scores = _elementwise(w, dot, score_mod, scale=scale, rounding=input_precision,
+                          stored=input_precision if score_mod is None else "f32")
+
+    def biased(b: FunctionWriter, block: list[Value]) -> Value:
+        logit = float_cast(b, block[0], "f32")
+        if bias is not None:
+            logit = b.binary("addf", logit, float_cast(b, block[1], "f32"))
+        return float_cast(b, logit, softmax_precision)
+
     logits = scores
-    if bias is not None:
-        logits = w.generic(SCORE_ROLES, [(scores, SCORE_ROLES), (bias[0], bias[1])], w.empty(score_type),
-                           lambda b, block: b.binary("addf", block[0], block[1]))
-    probabilities = _softmax(w, logits, SCORE_ROLES, bias)
+    if bias is not None or scores.type.element != softmax_precision:
+        inputs = [(scores, SCORE_ROLES)] + ([bias] if bias is not None else [])
+        logits = w.generic(SCORE_ROLES, inputs, w.empty(score_type.with_element(softmax_precision)), biased)
+    probabilities = _softmax(w, logits, SCORE_ROLES, bias, softmax_precision)
     if prob_mod is not None:
         probabilities = _elementwise(w, probabilities, prob_mod)
     output_type = TensorType(tuple(shapes.size[r] for r in o.out_roles), "f32")
+
+    def weighted_add(b: FunctionWriter, block: list[Value]) -> Value:
+        weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
+        return b.binary("addf", block[2], b.binary("mulf", weight, float_cast(b, block[1], "f32")))
+
     output = w.generic(o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
-                       w.fill(w.constant(0.0, "f32"), output_type), multiply_add, reduction_dims=("l",))
+                       w.fill(w.constant(0.0, "f32"), output_type), weighted_add, reduction_dims=("l",))
     return {"Y": output, "scores": scores, "logits": logits, "probabilities": probabilities}
 
 
-def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.0) -> Value:
+def round_to(b: FunctionWriter, x: Value, precision: str) -> Value:
+    """x (f32) rounded to `precision` (to nearest, ties to even) and widened back: one rounding
+    step of the reference. bf16 is rounded on the bits: IREE's CPU codegen emulates bf16 in f32
+    and drops an in-register truncf→extf pair (found: the rounding of the scores vanished)."""
+    if precision == "f32":
+        return x
+    if precision != "bf16":
+        return b.cast("extf", b.cast("truncf", x, precision), "f32")
+    bits = b.cast("bitcast", x, "i32")
+    lowest_kept = b.binary("andi", b.binary("shrui", bits, b.constant(16, "i32")), b.constant(1, "i32"))
+    half_up = b.binary("addi", b.constant(0x7FFF, "i32"), lowest_kept)
+    kept = b.binary("andi", b.binary("addi", bits, half_up), b.constant(-65536, "i32"))  # 0xFFFF0000
+    rounded = b.cast("bitcast", kept, "f32")
+    return b.select(b.compare("cmpf", "uno", x, x), x, rounded)
+
+
+def _widened(b: FunctionWriter, values: Sequence[Value]) -> list[Value]:
+    return [float_cast(b, v, "f32") for v in values]
+
+
+def _times_root_of(w: FunctionWriter, x: Value, scale: float, precision: str) -> Value:
+    """x·√scale in `precision`, √scale rounded to it first (the reference scales Q and K each)."""
+    dims = [f"d{i}" for i in range(x.type.rank)]
+
+    def body(b: FunctionWriter, block: list[Value]) -> Value:
+        root = b.cast("extf", b.constant(math.sqrt(scale), precision), "f32")
+        return float_cast(b, b.binary("mulf", float_cast(b, block[0], "f32"), root), precision)
+
+    return w.generic(dims, [(x, dims)], w.empty(x.type.with_element(precision)), body)
+
+
+def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.0, rounding: str = "f32",
+                 stored: str = "f32") -> Value:
+    """mod(scale·x), x rounded to `rounding` first, stored in `stored`."""
     inputs = [(x, SCORE_ROLES)] + list(mod.inputs if mod else [])
 
     def body(b: FunctionWriter, block: list[Value]) -> Value:
-        value = block[0] if scale == 1.0 else b.binary("mulf", block[0], b.constant(scale, "f32"))
-        return mod.apply(b, value, block[1:len(inputs)]) if mod else value
+        value = round_to(b, float_cast(b, block[0], "f32"), rounding)
+        if scale != 1.0:
+            value = b.binary("mulf", value, b.constant(scale, "f32"))
+        value = mod.apply(b, value, block[1:len(inputs)]) if mod else value
+        return float_cast(b, value, stored)
 
-    return w.generic(SCORE_ROLES, inputs, w.empty(x.type), body)
+    return w.generic(SCORE_ROLES, inputs, w.empty(x.type.with_element(stored)), body)
 
 
-def _softmax(w: FunctionWriter, logits: Value, roles, bias) -> Value:
-    """softmax over keys; rows whose bias is all -inf (or all -inf logits) give zeros."""
+def _softmax(w: FunctionWriter, logits: Value, roles, bias, precision: str) -> Value:
+    """softmax over keys, in `precision` (see unfused_attention); rows whose bias is all -inf
+    (or all -inf logits) give zeros."""
     row_roles = [r for r in roles if r != "l"]
     row_type = TensorType(tuple(logits.type.shape[roles.index(r)] for r in row_roles), "f32")
     lowest = w.fill(w.constant(-math.inf, "f32"), row_type)
-    row_max = w.generic(roles, [(logits, roles)], lowest, lambda b, block: b.binary("maximumf", block[0], block[1]),
+    row_max = w.generic(roles, [(logits, roles)], lowest,
+                        lambda b, block: b.binary("maximumf", float_cast(b, block[0], "f32"), block[1]),
                         reduction_dims=("l",))
 
     def exp_shifted(b: FunctionWriter, block: list[Value]) -> Value:
+        logit, row = _widened(b, block[:2])
         neg_inf = b.constant(-math.inf, "f32")
-        safe_max = b.select(b.compare("cmpf", "oeq", block[1], neg_inf), b.constant(0.0, "f32"), block[1])
-        return b.op(f"math.exp {b.binary('subf', block[0], safe_max)} : f32", "f32")
+        safe_max = b.select(b.compare("cmpf", "oeq", row, neg_inf), b.constant(0.0, "f32"), row)
+        shifted = round_to(b, b.binary("subf", logit, safe_max), precision)
+        return float_cast(b, b.op(f"math.exp {shifted} : f32", "f32"), precision)
 
     exps = w.generic(roles, [(logits, roles), (row_max, row_roles)], w.empty(logits.type), exp_shifted)
+    # bf16 sums round at every add (numpy adds bfloat16 one element at a time, and a combiner
+    # that rounds is no plain addf, so IREE does not reassociate it); fp16 sums accumulate in f32.
+    sum_rounding = "bf16" if precision == "bf16" else "f32"
     sums = w.generic(roles, [(exps, roles)], w.fill(w.constant(0.0, "f32"), row_type),
-                     lambda b, block: b.binary("addf", block[0], block[1]), reduction_dims=("l",))
+                     lambda b, block: round_to(b, b.binary("addf", float_cast(b, block[0], "f32"), block[1]),
+                                               sum_rounding),
+                     reduction_dims=("l",))
     inputs = [(exps, roles), (sums, row_roles)]
     if bias is not None:
         inputs.append(bias_row_max(w, *bias))
 
     def normalize(b: FunctionWriter, block: list[Value]) -> Value:
+        exp = float_cast(b, block[0], "f32")
+        total = round_to(b, block[1], precision)
         zero = b.constant(0.0, "f32")
-        total = b.select(b.compare("cmpf", "oeq", block[1], zero), b.constant(1.0, "f32"), block[1])
-        probability = b.binary("divf", block[0], total)
-        if bias is None:
-            return probability
-        fully_masked = b.compare("cmpf", "oeq", block[2], b.constant(-math.inf, "f32"))
-        return b.select(fully_masked, zero, probability)
+        total = b.select(b.compare("cmpf", "oeq", total, zero), b.constant(1.0, "f32"), total)
+        probability = b.binary("divf", exp, total)
+        if bias is not None:
+            fully_masked = b.compare("cmpf", "oeq", float_cast(b, block[2], "f32"), b.constant(-math.inf, "f32"))
+            probability = b.select(fully_masked, zero, probability)
+        return float_cast(b, probability, precision)
 
     return w.generic(roles, inputs, w.empty(logits.type), normalize)

@@ -1,7 +1,9 @@
 """kvattn.attention → the fused route (one iree_linalg_ext.attention; grouped-query heads without
 repeating K/V; softcap c·tanh(s/c) as the score mod in its region, before the mask as ONNX
 wants), or the unfused route when the qk_matmul_output output is used: S after softcap (modes
-0, 1), S + bias (mode 2) or the probabilities (mode 3). Routes: `attention_routes`; Q/K/V and
+0, 1), S + bias (mode 2) or the probabilities (mode 3); and for fp16/bf16 inputs without
+softmax_precision=FLOAT, whose softmax ONNX computes in that type: the unfused route rounds
+each step as the reference does (models that set softmax_precision=FLOAT stay fused). Routes: `attention_routes`; Q/K/V and
 caches: `attention_operands`; the combined mask and the fully-masked-row guard: `attention_bias`.
 Target choices (LoweringOptions): transpose 3D inputs to [B,H,S,D] instead of absorbing their
 layout in the maps; compute fp16/bf16 attention in f32.
@@ -24,6 +26,8 @@ from kvattn.lowering.mlir_text import FunctionWriter, Value
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import dequantize, quantize
 
+_ONNX_ELEMENT_CODES = {"f16": 10, "bf16": 16}  # TensorProto.FLOAT16, BFLOAT16
+
 
 def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
                     options: LoweringOptions) -> dict[str, Value]:
@@ -44,18 +48,28 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     scale = op.attr("scale")
     scale = 1.0 / math.sqrt(shapes.head_q) if scale is None else scale
     operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, shapes)
+    precision = _reference_precision(op, element)
     cap = op.attr("softcap")
     softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap else None
 
     results = {}
-    if op.result("qk_matmul_output") is not None:
-        w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
-        bias = combined_bias(w, op, args, shapes, "f32")
-        computed = unfused_attention(w, operands, bias, softcap)
+    if op.result("qk_matmul_output") is not None or precision:
+        if precision:
+            w.note(f"unfused: {element} attention without softmax_precision=FLOAT, each step rounded to "
+                   f"{element} where the ONNX reference rounds")
+        else:
+            w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
+        # The reference's softcap promotes to f32 (its attribute is a float32 scalar); an
+        # explicit softmax_precision rounds the logits back.
+        softmax_precision = "f32" if not precision or (cap and op.attr("softmax_precision") is None) else precision
+        bias = combined_bias(w, op, args, shapes, precision or "f32")
+        computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",
+                                     softmax_precision=softmax_precision)
         out = computed["Y"]
-        # Modes 0 and 1 both expose the scores after softcap, as the reference does.
-        qk = computed[("scores", "scores", "logits", "probabilities")[op.attr("qk_matmul_output_mode")]]
-        results["qk_matmul_output"] = w.collapse_shape(convert(w, qk, element), [[0], [1, 2], [3], [4]])
+        if op.result("qk_matmul_output") is not None:
+            # Modes 0 and 1 both expose the scores after softcap, as the reference does.
+            qk = computed[("scores", "scores", "logits", "probabilities")[op.attr("qk_matmul_output_mode")]]
+            results["qk_matmul_output"] = w.collapse_shape(convert(w, qk, element), [[0], [1, 2], [3], [4]])
     else:
         w.note("fused: one iree_linalg_ext.attention")
         compute = "f32" if options.attention_in_f32 else element
@@ -95,6 +109,15 @@ def _dequantized(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict[st
         args[name] = dequantize(w, args[name], args[f"{name}_scale"], args.get(f"{name}_zero_point"),
                                 op.attr(f"{name}_axis"))
     return args
+
+
+def _reference_precision(op: KvOp, element: str) -> str | None:
+    """fp16/bf16 when ONNX computes this attention in that type (softmax_precision absent or
+    naming it), so kvattn rounds like the reference; else None (f32 inside)."""
+    if element not in ("f16", "bf16"):
+        return None
+    requested = op.attr("softmax_precision")
+    return element if requested is None or requested == _ONNX_ELEMENT_CODES[element] else None
 
 
 def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:

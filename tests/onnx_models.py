@@ -3,6 +3,7 @@ of kvattn against onnx.reference on them."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -11,6 +12,7 @@ from onnx.reference import ReferenceEvaluator
 from kvattn.runtime import backend, demo
 
 _ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
+            np.dtype(ml_dtypes.bfloat16): TensorProto.BFLOAT16,
             np.dtype(np.int64): TensorProto.INT64, np.dtype(bool): TensorProto.BOOL}
 
 

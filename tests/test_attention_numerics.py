@@ -1,14 +1,16 @@
 """kvattn.attention against onnx.reference on configurations beyond the conformance cases:
-GQA/MQA, 3D and 4D, internal and external caches, masks of each kind and rank, windows, fp16,
-fully masked rows."""
+GQA/MQA, 3D and 4D, internal and external caches, masks of each kind and rank, windows, fp16 and
+bf16 (in the reference's own precision, and with softmax_precision=FLOAT), fully masked rows."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
 import numpy as np
 import pytest
 
+from kvattn.runtime import inspect
 from tests.onnx_models import compare_with_reference, single_node_model
 
 
@@ -58,7 +60,23 @@ CONFIGS = {
                                      qk_mode=2, attrs={"is_causal": 1}),
     "qk_mode3_fully_masked_row": Config(q_heads=2, kv_heads=2, query_len=2, kv_len=4, mask=((2, 4), "bool"),
                                         qk_mode=3),
+    # Softmax in the input's 16-bit type, as ONNX specifies without softmax_precision: every
+    # step rounded like the reference, so the conformance tolerance (rtol 1e-3) holds.
+    "bf16_softcap_float_mask_qk_mode2_gqa": Config(q_heads=4, kv_heads=2, query_len=4, kv_len=6, qk_mode=2,
+                                                   mask=((4, 6), "float"), dtype=ml_dtypes.bfloat16,
+                                                   attrs={"softcap": 2.0}),
+    "fp16_3d_past_causal_scale": Config(rank=3, q_heads=6, kv_heads=2, query_len=3, kv_len=4, past=5,
+                                        dtype=np.float16, attrs={"is_causal": 1, "scale": 0.2}, opset=23),
+    "bf16_decode_nonpad_window": Config(batch=2, q_heads=4, kv_heads=1, query_len=1, kv_len=12, nonpad=(7, 12),
+                                        dtype=ml_dtypes.bfloat16, attrs={"is_causal": 1, "left_window_size": 5},
+                                        opset=25),
+    # softmax_precision=FLOAT: the fused attention, computing in f32.
+    "fp16_softmax_in_float": Config(q_heads=4, kv_heads=2, query_len=5, kv_len=5, dtype=np.float16,
+                                    attrs={"is_causal": 1, "softmax_precision": 1}),
 }
+# The reference's rounding steps are followed for fp16/bf16 without softmax_precision, so they
+# meet the conformance suite's tolerance; f32 softmax of fp16 inputs differs by an ulp or two.
+TOLERANCE = {"fp16_gqa_causal": 2e-3, "fp16_softmax_in_float": 2e-3}
 
 
 def _inputs(config: Config, rng):
@@ -117,11 +135,27 @@ def test_attention_matches_reference(name):
         attrs.update(q_num_heads=config.q_heads, kv_num_heads=config.kv_heads)
     outputs, output_names = _outputs(config)
     model = single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names, **attrs)
-    tolerance = 2e-3 if config.dtype == np.float16 else 1e-5
-    got, _ = compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
+    low_precision = np.dtype(config.dtype).itemsize == 2
+    rtol, atol = (TOLERANCE.get(name, 1e-3), TOLERANCE.get(name, 1e-7)) if low_precision else (1e-5, 1e-5)
+    got, _ = compare_with_reference(model, inputs, rtol=rtol, atol=atol)
     if name == "nonpad_zero_gives_zero_rows":
         assert not np.isnan(got[0]).any() and np.all(got[0][0] == 0)
     if name == "qk_mode3_fully_masked_row":
         inputs["attn_mask"][0] = False  # the first query row attends to nothing
-        got, _ = compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
+        got, _ = compare_with_reference(model, inputs, rtol=rtol, atol=atol)
         assert np.all(got[0][:, :, 0] == 0) and np.all(got[1][:, :, 0] == 0)
+
+
+@pytest.mark.parametrize("dtype, softmax_precision, route", [
+    (np.float16, None, "unfused: f16 attention without softmax_precision=FLOAT"),
+    (ml_dtypes.bfloat16, 16, "unfused: bf16 attention without softmax_precision=FLOAT"),
+    (ml_dtypes.bfloat16, 1, "fused: one iree_linalg_ext.attention"),
+    (np.float32, None, "fused: one iree_linalg_ext.attention"),
+])
+def test_low_precision_route_follows_softmax_precision(dtype, softmax_precision, route):
+    config = Config(dtype=dtype, attrs={} if softmax_precision is None else {"softmax_precision": softmax_precision})
+    inputs, names = _inputs(config, np.random.default_rng(0))
+    outputs, output_names = _outputs(config)
+    model = single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names,
+                              **config.attrs)
+    assert f"route: {route}" in inspect.summary(model)

@@ -14,22 +14,12 @@ from kvattn.runtime import backend, targets
 from kvattn.runtime.compiler import compile_model
 from tests.conformance_cases import node_cases
 
-LOW_PRECISION = ("1-ulp differences: the reference rounds every intermediate to fp16/bf16, kvattn "
-                 "accumulates in f32 and rounds once; rtol=1e-3 is below bf16's epsilon")
-
-# Rounding-only gaps: whether the last ulp agrees can depend on the CPU, so these are not strict.
-ROUNDING_GAPS = {name: LOW_PRECISION for name in (
-    "test_attention_4d_causal_bf16", "test_attention_4d_causal_fp16", "test_attention_4d_padded_kv_bf16",
-    "test_attention_4d_causal_padded_kv_bf16", "test_attention_4d_attn_mask_causal_bf16",
-    "test_attention_3d_causal_bf16")}
-
-
 # IREE 3.13 emulates fp16 on vp_android_baseline_2022 (32-bit storage only) and gets it wrong:
 # a plain fp16 Add is off by 2.4 on lavapipe. Targets with 16-bit storage miscompute softmax there.
 VULKAN_FP16 = "IREE's fp16 emulation for vp_android_baseline_2022 miscomputes (a plain fp16 Add is wrong too)"
 VULKAN_GAPS = {name: VULKAN_FP16 for name in (
     "test_attention_4d_fp16", "test_attention_4d_gqa_with_past_and_present_fp16", "test_attention_4d_causal_fp16",
-    "test_attention_4d_gqa_causal_nonpad_decode_fp16", "test_attention_local_window_ext_cache_float16_mask",
+    "test_attention_4d_gqa_causal_nonpad_decode_fp16",
     "test_attention_24_qk_matmul_output_mode3_softmax_precision", "test_flexattention_fp16")}
 VULKAN_GAPS["test_flexattention_double"] = (
     "vp_android_baseline_2022 has no f64: IREE demotes it to f32 inside and the f64 result buffer mismatches")
@@ -45,8 +35,6 @@ def _params(op_type: str, target_names):
             marks = []
             if target == "vulkan" and case.name in VULKAN_GAPS:
                 marks.append(pytest.mark.xfail(reason=VULKAN_GAPS[case.name], strict=True))
-            elif case.name in ROUNDING_GAPS and target in RUN_TARGETS:
-                marks.append(pytest.mark.xfail(reason=ROUNDING_GAPS[case.name], strict=False))
             params.append(pytest.param(target, case, id=f"{target}-{case.name}", marks=marks))
     return params
 
@@ -121,5 +109,4 @@ def test_case_counts():
     assert len(node_cases("FlexAttention")) == 11
     assert len(node_cases("RotaryEmbedding")) == 8
     assert len(node_cases("RMSNormalization")) == 19
-    gaps = set(ROUNDING_GAPS) | set(VULKAN_GAPS)
-    assert gaps <= {c.name for op in ("Attention", "FlexAttention") for c in node_cases(op)}
+    assert set(VULKAN_GAPS) <= {c.name for op in ("Attention", "FlexAttention") for c in node_cases(op)}

@@ -6,7 +6,7 @@ Writes to the bundle folder (ignored by git, carried to the GPU machine):
   cases/<name>.vmfb + <name>.npz   every supported ONNX conformance case (Attention,
                                    TensorScatter) compiled for the target, with inputs and
                                    expected outputs and tolerances
-  models/decode.* prefill.*        the benchmark models (.onnx for the baselines, .vmfb) and inputs
+  models/decode.* prefill.*        the benchmark models (.onnx for the baselines, .vmfb) and shapes
   wheels/                          iree-base-runtime for Python 3.12 (the GPU machine has no IREE)
 """
 
@@ -82,16 +82,13 @@ def _storable(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _prepare_models(args) -> None:
+    """The benchmark models; their random inputs are drawn again there (`models.*_inputs`, seed 0)."""
     shapes = QUICK if args.quick else {"capacity": DECODE_CAPACITY, "valid": DECODE_VALID, "length": PREFILL_LENGTH}
-    rng = np.random.default_rng(0)
-    for name, model, inputs in (
-        ("decode", models.decode_model(shapes["capacity"]), models.decode_inputs(shapes["capacity"], shapes["valid"], rng)),
-        ("prefill", models.prefill_model(shapes["length"]), models.prefill_inputs(shapes["length"], rng)),
-    ):
+    for name, model in (("decode", models.decode_model(shapes["capacity"])),
+                        ("prefill", models.prefill_model(shapes["length"]))):
         folder = args.bundle / "models"
         onnx.save(model, folder / f"{name}.onnx")
         (folder / f"{name}.vmfb").write_bytes(compile_model(model, args.target, args.arch).vmfb)
-        np.savez(folder / f"{name}_inputs.npz", **inputs)
     (args.bundle / "models" / "shapes.json").write_text(json.dumps(shapes))
 
 

@@ -10,4 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "
 rm -rf "$site/kvattn" && mkdir -p "$site/kvattn"
 cp kvattn/__init__.py "$site/kvattn/"
 for sub in lowering passes runtime; do cp -r "$sub" "$site/kvattn/$sub"; done
-PYTHONPATH="$site" PYTHONUNBUFFERED=1 timeout 540 python3 -m benchmarks.gpu.run_on_gpu --bundle .gpu_bundle --device cuda "$@"
+rm -rf "$site/benchmarks" && cp -r benchmarks "$site/benchmarks"
+# Run from the site folder: the repository's own kvattn/ (only __init__.py) would shadow it.
+bundle="$(pwd)/.gpu_bundle"
+cd "$site" && PYTHONPATH="$site" PYTHONUNBUFFERED=1 timeout 540 python3 -m benchmarks.gpu.run_on_gpu --bundle "$bundle" --device cuda "$@"

@@ -120,3 +120,47 @@ func.func @qk_output_unfused(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x6x8xf32>, %
   %0:2 = "kvattn.attention"(%q, %k, %k, %mask) {qk_matmul_output_mode = 2 : i64, onnx_node = "with_scores", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 1>} : (tensor<1x2x4x8xf32>, tensor<1x2x6x8xf32>, tensor<1x2x6x8xf32>, tensor<4x6xf32>) -> (tensor<1x2x4x8xf32>, tensor<1x2x4x6xf32>)
   return %0#0, %0#1 : tensor<1x2x4x8xf32>, tensor<1x2x4x6xf32>
 }
+
+// -----
+
+// bf16 without softmax_precision (ONNX computes its softmax in bf16): the unfused route rounds
+// where the ONNX reference rounds. Q and K are each scaled by √scale rounded to bf16 (0.59375
+// for head size 8); the f32 dot product is rounded to bf16 on the bits (IREE's bf16 emulation
+// would drop a truncf→extf pair inside one dispatch); the softmax sum rounds after every add.
+// CHECK-LABEL: func.func @bf16_reference_rounding
+//       CHECK:   linalg.generic
+//       CHECK:     %[[ROOT:.*]] = arith.constant 5.937500e-01 : bf16
+//       CHECK:     arith.mulf
+//       CHECK:     arith.truncf %{{.*}} : f32 to bf16
+//       CHECK:   } -> tensor<1x2x1x3x8xbf16>
+//       CHECK:     arith.constant 5.937500e-01 : bf16
+//       CHECK:   } -> tensor<1x2x4x8xbf16>
+//       CHECK:   %[[DOT:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]
+//       CHECK:   } -> tensor<1x2x1x3x4xf32>
+//       CHECK:   linalg.generic {{.*}} ins(%[[DOT]] : tensor<1x2x1x3x4xf32>)
+//       CHECK:     arith.bitcast %{{.*}} : f32 to i32
+//       CHECK:     arith.andi %{{.*}}, %c-65536_i32 : i32
+//       CHECK:   } -> tensor<1x2x1x3x4xbf16>
+//       CHECK:   math.exp
+//       CHECK:   linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction"]
+//  CHECK-NEXT:   ^bb0(%[[E:.*]]: bf16, %[[ACC:.*]]: f32):
+//       CHECK:     %[[ADDED:.*]] = arith.addf %{{.*}}, %[[ACC]] : f32
+//       CHECK:     arith.bitcast %[[ADDED]] : f32 to i32
+//       CHECK:     arith.andi %{{.*}}, %c-65536_i32 : i32
+//       CHECK:   } -> tensor<1x2x1x3xf32>
+//   CHECK-NOT:   iree_linalg_ext.attention
+func.func @bf16_reference_rounding(%q: tensor<1x2x3x8xbf16>, %k: tensor<1x2x4x8xbf16>, %v: tensor<1x2x4x8xbf16>) -> tensor<1x2x3x8xbf16> {
+  %0 = "kvattn.attention"(%q, %k, %v) {onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x3x8xbf16>, tensor<1x2x4x8xbf16>, tensor<1x2x4x8xbf16>) -> tensor<1x2x3x8xbf16>
+  return %0 : tensor<1x2x3x8xbf16>
+}
+
+// -----
+
+// softmax_precision = FLOAT (1): the fused attention.
+// CHECK-LABEL: func.func @fp16_softmax_in_float
+//       CHECK:   iree_linalg_ext.attention
+//  CHECK-SAME:     tensor<1x2x1x3x8xf16>
+func.func @fp16_softmax_in_float(%q: tensor<1x2x3x8xf16>, %k: tensor<1x2x4x8xf16>, %v: tensor<1x2x4x8xf16>) -> tensor<1x2x3x8xf16> {
+  %0 = "kvattn.attention"(%q, %k, %v) {softmax_precision = 1 : i64, onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x3x8xf16>, tensor<1x2x4x8xf16>, tensor<1x2x4x8xf16>) -> tensor<1x2x3x8xf16>
+  return %0 : tensor<1x2x3x8xf16>
+}
