@@ -59,7 +59,8 @@ def main(argv=None) -> int:
             reference_route = kvattn_ms(attention_model(element, query_len, key_len, causal, None), inputs, repeats)
             fused = kvattn_ms(attention_model(element, query_len, key_len, causal, 1), inputs, repeats)
             try:
-                baseline = f"{onnxruntime_ms(attention_model(element, query_len, key_len, causal, None), inputs, repeats):.3f} ms"
+                baseline_ms = onnxruntime_ms(attention_model(element, query_len, key_len, causal, None), inputs, repeats)
+                baseline = f"{baseline_ms:.3f} ms"
             except Exception as exc:  # onnxruntime has no kernel for some element types
                 baseline = f"n/a ({str(exc).splitlines()[0][:60]})"
             print(f"{label} {shape_name:<8} kvattn reference rounding {reference_route:9.3f} ms   "

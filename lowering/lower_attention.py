@@ -3,8 +3,9 @@ repeating K/V; softcap c·tanh(s/c) as the score mod in its region, before the m
 wants), or the unfused route when the qk_matmul_output output is used: S after softcap (modes
 0, 1), S + bias (mode 2) or the probabilities (mode 3); and for fp16/bf16 inputs without
 softmax_precision=FLOAT, whose softmax ONNX computes in that type: the unfused route rounds
-each step as the reference does (models that set softmax_precision=FLOAT stay fused). Routes: `attention_routes`; Q/K/V and
-caches: `attention_operands`; the combined mask and the fully-masked-row guard: `attention_bias`.
+each step as the reference does (models that set softmax_precision=FLOAT stay fused).
+Routes: `attention_routes`; Q/K/V and caches: `attention_operands`; the combined mask and the
+fully-masked-row guard: `attention_bias`.
 Target choices (LoweringOptions): transpose 3D inputs to [B,H,S,D] instead of absorbing their
 layout in the maps; compute fp16/bf16 attention in f32.
 """
@@ -13,20 +14,19 @@ from __future__ import annotations
 
 import math
 
+import onnx
 from iree.compiler import ir
 
 from kvattn.lowering.attention_bias import combined_bias, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionShapes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
-from kvattn.lowering import dialect
+from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.lowering.mlir_text import FunctionWriter, Value
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import dequantize, quantize
-
-_ONNX_ELEMENT_CODES = {"f16": 10, "bf16": 16}  # TensorProto.FLOAT16, BFLOAT16
 
 
 def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
@@ -61,7 +61,9 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
             w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
         # The reference's softcap promotes to f32 (its attribute is a float32 scalar); an
         # explicit softmax_precision rounds the logits back.
-        softmax_precision = "f32" if not precision or (cap and op.attr("softmax_precision") is None) else precision
+        softmax_precision = precision or "f32"
+        if cap and op.attr("softmax_precision") is None:
+            softmax_precision = "f32"
         bias = combined_bias(w, op, args, shapes, precision or "f32")
         computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",
                                      softmax_precision=softmax_precision)
@@ -117,7 +119,8 @@ def _reference_precision(op: KvOp, element: str) -> str | None:
     if element not in ("f16", "bf16"):
         return None
     requested = op.attr("softmax_precision")
-    return element if requested is None or requested == _ONNX_ELEMENT_CODES[element] else None
+    own_type = onnx.helper.np_dtype_to_tensor_dtype(tensor_types.numpy_dtype(element))
+    return element if requested is None or requested == own_type else None
 
 
 def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:
