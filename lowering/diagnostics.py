@@ -20,3 +20,15 @@ class UnsupportedError(NodeError):
 
     def __init__(self, op_type: str, node: str, message: str):
         super().__init__(op_type, node, f"{message} is not supported yet")
+
+
+class InternalError(Exception):
+    """A failure inside kvattn or IREE (not the user's fault): generated MLIR that does not parse,
+    an iree-compile crash, an unexpected exception while lowering a node. The CLI reports it as
+    `kvattn: internal error while lowering node 'X' (Op): <first line>` with exit code 2."""
+
+    def __init__(self, message: str, node: str | None = None, op_type: str | None = None):
+        self.node, self.op_type, self.detail = node, op_type, message
+        where = f" while lowering node '{node}' ({op_type})" if node else ""
+        first_line = message.strip().splitlines()[0] if message.strip() else "(no message)"
+        super().__init__(f"internal error{where}: {first_line}")
