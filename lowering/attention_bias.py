@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 
-from kvattn.lowering.attention_operands import AttentionShapes, float_cast
-from kvattn.lowering.dialect import KvOp
-from kvattn.lowering.mlir_text import FunctionWriter, Value
-from kvattn.lowering.tensor_types import TensorType
+from kvattn.lowering.attention_operands import AttentionSizes, float_cast
+from kvattn.lowering.mlir_text import Dim, FunctionWriter, Value
+from kvattn.lowering.rule_context import RuleContext
 
 
-def combined_bias(w: FunctionWriter, op: KvOp, args, shapes: AttentionShapes, element: str):
+def combined_bias(ctx: RuleContext, sizes: AttentionSizes, element: str):
     """The combined additive mask and the roles it is indexed by, or None when nothing masks."""
-    mask, nonpad = args.get("attn_mask"), args.get("nonpad_kv_seqlen")
+    op, w = ctx.op, ctx.w
+    mask, nonpad = ctx.args.get("attn_mask"), ctx.args.get("nonpad_kv_seqlen")
     causal = op.attr("is_causal") == 1
     left, right = op.attr("left_window_size"), op.attr("right_window_size")
     if mask is None and nonpad is None and not causal and left < 0 and right < 0:
@@ -29,34 +29,34 @@ def combined_bias(w: FunctionWriter, op: KvOp, args, shapes: AttentionShapes, el
     batch_varies = nonpad is not None
     heads_vary = False
     if mask is not None:
-        mask, mask_results = _broadcast_mask(w, op, mask, shapes)
+        mask, mask_results = _broadcast_mask(ctx, mask, sizes)
         inputs.append((mask, mask_results))
         batch_varies |= "b" in mask_results
         heads_vary = "h" in mask_results
     if nonpad is not None:
-        if nonpad.type.shape != (shapes.batch,):
-            raise op.error(f"nonpad_kv_seqlen has shape {list(nonpad.type.shape)}, expected [{shapes.batch}]")
+        ctx.require_equal(w.dim(nonpad, 0), sizes.batch, "nonpad_kv_seqlen needs one entry per batch row")
         inputs.append((nonpad, ["b"]))
     roles = (("b",) if batch_varies else ()) + (("h", "g") if heads_vary else ()) + ("s", "l")
-    bias_type = TensorType(tuple(shapes.size[r] for r in roles), element)
+    # i32 positions: SPIR-V targets without Int64 cannot vectorize i64 index math.
+    query_len = w.scalar(sizes.query_len, "i32")
+    past_len = w.scalar(sizes.past_len, "i32")
 
     def body(b: FunctionWriter, block: list[Value]) -> Value:
         allowed = b.constant(1, "i1")
         additive = b.constant(0.0, "f32")
         if mask is not None:
-            if mask.type.element == "i1":
+            if mask.element == "i1":
                 allowed = block[0]
             else:
                 additive = float_cast(b, block[0], "f32")
-        # i32 positions: SPIR-V targets without Int64 cannot vectorize i64 index math.
         query = b.loop_index(roles.index("s"), "i32")
         key = b.loop_index(roles.index("l"), "i32")
         if nonpad is not None:
             length = b.cast("trunci", block[-2], "i32")
             allowed = b.binary("andi", allowed, b.compare("cmpi", "slt", key, length))
-            offset = b.binary("subi", length, b.constant(shapes.query_len, "i32"))
+            offset = b.binary("subi", length, query_len)
         else:
-            offset = b.constant(shapes.past_len, "i32")
+            offset = past_len
         frontier = b.binary("addi", query, offset)  # the query's absolute position
         if causal:
             allowed = b.binary("andi", allowed, b.compare("cmpi", "sle", key, frontier))
@@ -69,58 +69,58 @@ def combined_bias(w: FunctionWriter, op: KvOp, args, shapes: AttentionShapes, el
         masked = b.select(allowed, additive, b.constant(-math.inf, "f32"))
         return float_cast(b, masked, element)
 
-    bias = w.generic(roles, inputs, w.empty(bias_type), body)
+    bias = w.generic(roles, inputs, w.empty([sizes.size[r] for r in roles], element), body)
     return bias, roles
 
 
-def longest_valid_length(w: FunctionWriter, nonpad: Value, total_len: int) -> Value:
+def longest_valid_length(w: FunctionWriter, nonpad: Value, total_len: Dim) -> Value:
     """max(nonpad_kv_seqlen) clamped to [1, total_len], as an index: keys past it are masked for
     every row (at least one key is kept so the attention never has an empty reduction)."""
-    lowest = w.fill(w.constant(0, "i64"), TensorType((), "i64"))
+    lowest = w.fill(w.constant(0, "i64"), [])
     longest = w.generic(["b"], [(nonpad, ["b"])], lowest, lambda b, block: b.binary("maxsi", block[0], block[1]),
                         reduction_dims=("b",))
-    length = w.op(f"tensor.extract {longest}[] : {longest.mlir_type}", "i64")
-    length = w.binary("maxsi", w.binary("minsi", length, w.constant(total_len, "i64")), w.constant(1, "i64"))
+    length = w.extract(longest, [])
+    length = w.binary("maxsi", w.binary("minsi", length, w.scalar(total_len, "i64")), w.constant(1, "i64"))
     return w.cast("index_cast", length, "index")
 
 
-def _broadcast_mask(w: FunctionWriter, op: KvOp, mask: Value, shapes: AttentionShapes):
+def _broadcast_mask(ctx: RuleContext, mask: Value, sizes: AttentionSizes):
     """attn_mask padded to the total key length, its query-head dim split into (h, g); returns it
-    with its map results over the bias roles (0 for broadcast dims)."""
-    rank = mask.type.rank
+    with its map results over the bias roles (0 for broadcast dims). A dim of size 1 broadcasts;
+    a dynamic dim must match its role at run time; shorter key dims are padded with masked keys."""
+    w = ctx.w
+    rank = mask.rank
     roles = ("b", "q_head", "s", "l")[4 - rank:]
-    keys = mask.type.shape[-1]
-    if keys > shapes.total_len:
-        raise op.error(f"attn_mask covers {keys} keys but there are only {shapes.total_len}")
-    if keys < shapes.total_len:
-        pad = w.constant(0, "i1") if mask.type.element == "i1" else w.constant(-math.inf, mask.type.element)
-        mask = w.pad_high(mask, rank - 1, shapes.total_len - keys, pad)
-    expected = {"b": shapes.batch, "q_head": shapes.q_heads, "s": shapes.query_len, "l": shapes.total_len}
+    keys = w.dim(mask, rank - 1)
+    if keys != sizes.total_len:
+        if not (isinstance(keys, int) and isinstance(sizes.total_len, int)):
+            enough = w.compare("cmpi", "sle", w.index(keys), w.index(sizes.total_len))
+            w.require(enough, str(ctx.error("attn_mask covers more keys than there are")))
+        pad = w.constant(0, "i1") if mask.element == "i1" else w.constant(-math.inf, mask.element)
+        mask = w.pad_high(mask, rank - 1, w.sub(sizes.total_len, keys), pad)
+    expected = {"b": sizes.batch, "q_head": sizes.q_heads, "s": sizes.query_len, "l": sizes.total_len}
     results = []
-    for dim, (role, size) in enumerate(zip(roles, mask.type.shape)):
+    for dim, role in enumerate(roles):
+        size = w.dim(mask, dim)
         if size == 1 and expected[role] != 1:
             results.append("0")
-        elif size != expected[role]:
-            raise op.error(f"attn_mask shape {list(mask.type.shape)} does not broadcast to "
-                           f"[{shapes.batch}, {shapes.q_heads}, {shapes.query_len}, {shapes.total_len}]")
-        elif role == "q_head":
-            results += ["h", "g"]
-        else:
-            results.append(role)
+            continue
+        ctx.require_equal(size, expected[role], f"attn_mask does not broadcast to [batch, heads, queries, keys] "
+                                                f"on axis {dim}")
+        results += ["h", "g"] if role == "q_head" else [role]
     if "h" in results:
         dim = roles.index("q_head")
         groups = [[i] for i in range(dim)] + [[dim, dim + 1]] + [[i + 1] for i in range(dim + 1, rank)]
-        shape = list(mask.type.shape[:dim]) + [shapes.kv_heads, shapes.group] + list(mask.type.shape[dim + 1:])
-        mask = w.expand_shape(mask, groups, shape)
+        mask_sizes = list(w.sizes(mask))
+        mask = w.expand_shape(mask, groups, mask_sizes[:dim] + [sizes.kv_heads, sizes.group] + mask_sizes[dim + 1:])
     return mask, results
 
 
 def bias_row_max(w: FunctionWriter, bias: Value, bias_roles) -> tuple[Value, list[str]]:
     """max over keys of the bias, per row; -inf marks a row where every key is masked."""
     row_roles = [r for r in bias_roles if r != "l"]
-    element = bias.type.element
-    row_type = TensorType(tuple(bias.type.shape[bias_roles.index(r)] for r in row_roles), element)
-    lowest = w.fill(w.constant(-math.inf, element), row_type)
+    element = bias.element
+    lowest = w.fill(w.constant(-math.inf, element), [w.dim(bias, bias_roles.index(r)) for r in row_roles])
     row_max = w.generic(bias_roles, [(bias, bias_roles)], lowest,
                         lambda b, block: b.binary("maximumf", block[0], block[1]), reduction_dims=("l",))
     return row_max, row_roles
@@ -130,7 +130,7 @@ def zero_fully_masked_rows(w: FunctionWriter, out: Value, out_roles, bias: Value
     row_max, row_roles = bias_row_max(w, bias, bias_roles)
 
     def guard(b: FunctionWriter, block: list[Value]) -> Value:
-        fully_masked = b.compare("cmpf", "oeq", block[1], b.constant(-math.inf, bias.type.element))
-        return b.select(fully_masked, b.constant(0.0, out.type.element), block[0])
+        fully_masked = b.compare("cmpf", "oeq", block[1], b.constant(-math.inf, bias.element))
+        return b.select(fully_masked, b.constant(0.0, out.element), block[0])
 
-    return w.generic(out_roles, [(out, out_roles), (row_max, row_roles)], w.empty(out.type), guard)
+    return w.generic(out_roles, [(out, out_roles), (row_max, row_roles)], w.empty_like(out), guard)

@@ -10,78 +10,81 @@ comes with the roles of its dims, so indexing maps can absorb layouts instead of
 
 from __future__ import annotations
 
-from kvattn.lowering.dialect import KvOp
-from kvattn.lowering.mlir_text import FunctionWriter, Value
-from kvattn.lowering.tensor_types import TensorType
+from kvattn.lowering.mlir_text import Dim, FunctionWriter, Value
+from kvattn.lowering.rule_context import RuleContext
 
 DIMS = ("b", "h", "g", "s", "l", "d", "e")  # the attention's iteration space
 _FLOAT_WIDTH = {"bf16": 16, "f16": 16, "f32": 32, "f64": 64}
 
 
-class AttentionShapes:
-    """Head counts and sizes of one attention, checked against each other."""
+class AttentionSizes:
+    """The size of each role of one attention (Attention or FlexAttention), bound once: static,
+    or the run-time size of the first operand that has it (Q's batch is *the* batch; the other
+    operands' sizes are checked against it at run time). Head counts and head sizes are static
+    (the verifier says so otherwise); their consistency is checked by the verifier too."""
 
-    def __init__(self, op: KvOp, args: dict[str, Value]):
-        q, k, v = (args[n].type.shape for n in ("Q", "K", "V"))
-        self.rank3 = len(q) == 3
+    def __init__(self, ctx: RuleContext):
+        w, args = ctx.w, ctx.args
+        q, k, v = (w.with_sizes(args[n]) for n in ("Q", "K", "V"))
+        self.rank3 = q.rank == 3
         if self.rank3:
-            self.q_heads, self.kv_heads = op.attr("q_num_heads"), op.attr("kv_num_heads")
-            for name, hidden, heads in (("Q", q[2], self.q_heads), ("K", k[2], self.kv_heads), ("V", v[2], self.kv_heads)):
-                if heads <= 0 or hidden % heads:
-                    raise op.error(f"{name} hidden size {hidden} is not divisible by its {heads} heads")
-            self.query_len, self.head_q = q[1], q[2] // self.q_heads
-            self.new_len, self.head_k, self.head_v = k[1], k[2] // self.kv_heads, v[2] // self.kv_heads
-            value_heads, value_len = self.kv_heads, v[1]
+            self.q_heads, self.kv_heads = ctx.op.attr("q_num_heads"), ctx.op.attr("kv_num_heads")
+            self.query_len, self.new_len, value_len = q.sizes[1], k.sizes[1], v.sizes[1]
+            self.head_q, self.head_k = q.sizes[2] // self.q_heads, k.sizes[2] // self.kv_heads
+            self.head_v = v.sizes[2] // self.kv_heads
         else:
-            _, self.q_heads, self.query_len, self.head_q = q
-            _, self.kv_heads, self.new_len, self.head_k = k
-            _, value_heads, value_len, self.head_v = v
-        self.batch = q[0]
-        if k[0] != self.batch or v[0] != self.batch:
-            raise op.error(f"Q, K and V have different batch sizes {q[0]}, {k[0]}, {v[0]}")
-        if value_heads != self.kv_heads or value_len != self.new_len:
-            raise op.error(f"K and V disagree on heads or sequence length: K {list(k)}, V {list(v)}")
-        if self.head_q != self.head_k:
-            raise op.error(f"Q head size {self.head_q} differs from K head size {self.head_k}")
-        if self.q_heads % self.kv_heads:
-            raise op.error(f"{self.q_heads} query heads are not a multiple of {self.kv_heads} key/value heads")
+            _, self.q_heads, self.query_len, self.head_q = q.sizes
+            _, self.kv_heads, self.new_len, self.head_k = k.sizes
+            _, _, value_len, self.head_v = v.sizes
+        self.batch = q.sizes[0]
+        for name, tensor in (("K", k), ("V", v)):
+            ctx.require_equal(tensor.sizes[0], self.batch, f"{name} and Q differ in batch size")
+        ctx.require_equal(value_len, self.new_len, "K and V differ in sequence length")
         past = args.get("past_key")
-        self.past_len = past.type.shape[2] if past is not None else 0
-        self.total_len = self.past_len + self.new_len
+        self.past_len: Dim = w.dim(past, 2) if past is not None else 0
+        self.total_len = w.add(self.past_len, self.new_len)
         self.group = self.q_heads // self.kv_heads
-        self.size = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
-                     "l": self.total_len, "d": self.head_q, "e": self.head_v}
+        self.size: dict[str, Dim] = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
+                                     "l": self.total_len, "d": self.head_q, "e": self.head_v}
+
+    def static_sizes(self) -> dict[str, int | None]:
+        """Each role's size where it is known at compile time, else None."""
+        return {role: size if isinstance(size, int) else None for role, size in self.size.items()}
 
 
-def query_in_roles(w: FunctionWriter, q: Value, shapes: AttentionShapes) -> tuple[Value, tuple[str, ...]]:
-    if shapes.rank3:
+def query_in_roles(ctx: RuleContext, sizes: AttentionSizes) -> tuple[Value, tuple[str, ...]]:
+    q = ctx.args["Q"]
+    if sizes.rank3:
         roles = ("b", "s", "h", "g", "d")
-        return w.expand_shape(q, [[0], [1], [2, 3, 4]], [shapes.size[r] for r in roles]), roles
+        return ctx.w.expand_shape(q, [[0], [1], [2, 3, 4]], [sizes.size[r] for r in roles]), roles
     roles = ("b", "h", "g", "s", "d")
-    return w.expand_shape(q, [[0], [1, 2], [3], [4]], [shapes.size[r] for r in roles]), roles
+    return ctx.w.expand_shape(q, [[0], [1, 2], [3], [4]], [sizes.size[r] for r in roles]), roles
 
 
-def keys_or_values(w, op: KvOp, args, name, past_name, present_name, head, shapes: AttentionShapes):
+def keys_or_values(ctx: RuleContext, sizes: AttentionSizes, name: str, past_name: str, present_name: str):
     """K or V in a layout the attention maps can read, and the present cache when needed."""
-    new = args[name]
+    w, op = ctx.w, ctx.op
+    head = sizes.head_k if name == "K" else sizes.head_v
+    new = ctx.args[name]
     roles = ("b", "h", "l", "d")
-    if shapes.rank3:
-        new = w.expand_shape(new, [[0], [1], [2, 3]], [shapes.batch, shapes.new_len, shapes.kv_heads, head])
+    if sizes.rank3:
+        new = w.expand_shape(new, [[0], [1], [2, 3]], [sizes.batch, sizes.new_len, sizes.kv_heads, head])
         roles = ("b", "l", "h", "d")
-    past = args.get(past_name)
+    else:
+        new = w.with_sizes(new)
+    past = ctx.args.get(past_name)
     if past is None and (present_name not in op.spec.results or op.result(present_name) is None):
         return new, roles, None
-    expected = (shapes.batch, shapes.kv_heads, shapes.past_len, head)
-    if past is not None and past.type.shape != expected:
-        raise op.error(f"{past_name} has shape {list(past.type.shape)}, expected {list(expected)}")
-    if shapes.rank3:
+    if sizes.rank3:
         new = w.transpose(new, [0, 2, 1, 3])
         roles = ("b", "h", "l", "d")
     if past is None:
         return new, roles, new
-    present = w.empty(TensorType((shapes.batch, shapes.kv_heads, shapes.total_len, head), new.type.element))
+    ctx.require_equal(w.dim(past, 0), sizes.batch, f"{past_name} and Q differ in batch size")
+    ctx.require_equal(w.dim(past, 2), sizes.past_len, "past_key and past_value differ in length")
+    present = w.empty([sizes.batch, sizes.kv_heads, sizes.total_len, head], new.element)
     present = w.insert_slice(past, present, [0, 0, 0, 0])
-    present = w.insert_slice(new, present, [0, 0, shapes.past_len, 0])
+    present = w.insert_slice(new, present, [0, 0, sizes.past_len, 0])
     return present, roles, present
 
 
@@ -96,7 +99,7 @@ def convert(w: FunctionWriter, value: Value, element: str) -> Value:
     if value.type.element == element:
         return value
     dims = [f"d{i}" for i in range(value.type.rank)]
-    return w.generic(dims, [(value, dims)], w.empty(value.type.with_element(element)),
+    return w.generic(dims, [(value, dims)], w.empty_like(value, element),
                      lambda b, block: float_cast(b, block[0], element))
 
 

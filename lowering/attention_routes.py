@@ -20,11 +20,10 @@ import math
 from typing import Callable, Sequence
 
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
-from kvattn.lowering.attention_operands import DIMS, AttentionShapes, convert, float_cast
+from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
 from kvattn.lowering.attention_tiles import cpu_compilation_info
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
 from kvattn.lowering.options import LoweringOptions
-from kvattn.lowering.tensor_types import TensorType
 
 LOG2E = 1.0 / math.log(2.0)
 SCORE_ROLES = ("b", "h", "g", "s", "l")
@@ -41,7 +40,7 @@ class Mod:
 
 @dataclasses.dataclass(frozen=True)
 class Operands:
-    """Q/K/V with the roles of their dims, the output roles, the scale and the shapes."""
+    """Q/K/V with the roles of their dims, the output roles, the scale and the sizes."""
 
     q: Value
     q_roles: tuple[str, ...]
@@ -51,7 +50,7 @@ class Operands:
     value_roles: tuple[str, ...]
     out_roles: tuple[str, ...]
     scale: float
-    shapes: AttentionShapes
+    sizes: AttentionSizes
 
 
 def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod | None,
@@ -62,13 +61,12 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     assert score_mod is None or not score_mod.inputs
     q, key, value = (convert(w, x, compute) for x in (o.q, o.key, o.value))
     attention_bias = bias
-    sizes = dict(o.shapes.size)
+    sizes = dict(o.sizes.size)
     if valid_keys is not None:
         key = w.leading_slice(key, o.key_roles.index("l"), valid_keys)
         value = w.leading_slice(value, o.value_roles.index("l"), valid_keys)
         attention_bias = (w.leading_slice(bias[0], bias[1].index("l"), valid_keys), bias[1])
-        sizes["l"] = None
-    out_type = TensorType(tuple(o.shapes.size[r] for r in o.out_roles), compute)
+        sizes["l"] = valid_keys
     scale = w.constant(o.scale, compute)
     operands = [(q, o.q_roles), (key, o.key_roles), (value, o.value_roles)]
     maps = [affine_map(DIMS, roles) for _, roles in operands] + [affine_map(DIMS, [])]
@@ -80,23 +78,22 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
         types.append(attention_bias[0].mlir_type)
     maps.append(affine_map(DIMS, o.out_roles))
     operand_roles = [o.q_roles, o.key_roles, o.value_roles] + ([attention_bias[1]] if attention_bias else []) + [o.out_roles]
-    config = cpu_compilation_info(sizes, operand_roles, compute) if options.cpu_attention_tiles else None
+    static = {role: size if isinstance(size, int) else None for role, size in sizes.items()}
+    config = cpu_compilation_info(static, operand_roles, compute) if options.cpu_attention_tiles else None
     attributes = f" {{compilation_info = {config}}}" if config else ""
-    init = w.empty(out_type)
-    attention = w.fresh("attn")
-    w.line(f"{attention} = iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]>{attributes} "
-           f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {out_type.mlir}) {{")
-    w.line("^bb0(%score: f32):")
-    region = w.nested()
-    score = Value("%score", "f32")
-    if score_mod is not None:
+    init = w.empty([o.sizes.size[r] for r in o.out_roles], compute)
+
+    def score_region(region: FunctionWriter, block: list[Value]) -> Value:
+        if score_mod is None:
+            return block[0]
         log2e = region.constant(LOG2E, "f32")
-        natural = region.binary("divf", score, log2e)
-        score = region.binary("mulf", score_mod.apply(region, natural, []), log2e)
-    w.absorb(region)
-    w.line(f"  iree_linalg_ext.yield {score} : f32")
-    w.line(f"}} -> {out_type.mlir}")
-    out = Value(attention, out_type)
+        natural = region.binary("divf", block[0], log2e)
+        return region.binary("mulf", score_mod.apply(region, natural, []), log2e)
+
+    out = w.region_op(f"iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]>{attributes} "
+                      f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {init.mlir_type})",
+                      [Value("%score", "f32")], score_region, "iree_linalg_ext.yield", f"-> {init.mlir_type}",
+                      init.type, init.sizes, "attn")
     if bias is not None:
         out = zero_fully_masked_rows(w, out, o.out_roles, *bias)
     return out
@@ -116,8 +113,7 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     `softmax_precision`: + bias, x − max, exp, the sum (bf16: every add, as numpy adds bfloat16
     one element at a time; fp16: accumulated in f32 and rounded once, as numpy's float16 sum
     does), the division."""
-    shapes = o.shapes
-    score_type = TensorType(tuple(shapes.size[r] for r in SCORE_ROLES), "f32")
+    score_sizes = [o.sizes.size[r] for r in SCORE_ROLES]
     q, key, scale = o.q, o.key, o.scale
     if input_precision != "f32":
         q, key = (_times_root_of(w, x, scale, input_precision) for x in (o.q, o.key))
@@ -128,7 +124,7 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         return b.binary("addf", block[2], product)
 
     dot = w.generic(SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)],
-                    w.fill(w.constant(0.0, "f32"), score_type), multiply_add, reduction_dims=("d",))
+                    w.fill(w.constant(0.0, "f32"), score_sizes), multiply_add, reduction_dims=("d",))
     scores = _elementwise(w, dot, score_mod, scale=scale, rounding=input_precision,
                           stored=input_precision if score_mod is None else "f32")
 
@@ -141,18 +137,18 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     logits = scores
     if bias is not None or scores.type.element != softmax_precision:
         inputs = [(scores, SCORE_ROLES)] + ([bias] if bias is not None else [])
-        logits = w.generic(SCORE_ROLES, inputs, w.empty(score_type.with_element(softmax_precision)), biased)
+        logits = w.generic(SCORE_ROLES, inputs, w.empty(score_sizes, softmax_precision), biased)
     probabilities = _softmax(w, logits, SCORE_ROLES, bias, softmax_precision)
     if prob_mod is not None:
         probabilities = _elementwise(w, probabilities, prob_mod)
-    output_type = TensorType(tuple(shapes.size[r] for r in o.out_roles), "f32")
 
     def weighted_add(b: FunctionWriter, block: list[Value]) -> Value:
         weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
         return b.binary("addf", block[2], b.binary("mulf", weight, float_cast(b, block[1], "f32")))
 
     output = w.generic(o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
-                       w.fill(w.constant(0.0, "f32"), output_type), weighted_add, reduction_dims=("l",))
+                       w.fill(w.constant(0.0, "f32"), [o.sizes.size[r] for r in o.out_roles]), weighted_add,
+                       reduction_dims=("l",))
     return {"Y": output, "scores": scores, "logits": logits, "probabilities": probabilities}
 
 
@@ -184,7 +180,7 @@ def _times_root_of(w: FunctionWriter, x: Value, scale: float, precision: str) ->
         root = b.cast("extf", b.constant(math.sqrt(scale), precision), "f32")
         return float_cast(b, b.binary("mulf", float_cast(b, block[0], "f32"), root), precision)
 
-    return w.generic(dims, [(x, dims)], w.empty(x.type.with_element(precision)), body)
+    return w.generic(dims, [(x, dims)], w.empty_like(x, precision), body)
 
 
 def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.0, rounding: str = "f32",
@@ -199,15 +195,15 @@ def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.
         value = mod.apply(b, value, block[1:len(inputs)]) if mod else value
         return float_cast(b, value, stored)
 
-    return w.generic(SCORE_ROLES, inputs, w.empty(x.type.with_element(stored)), body)
+    return w.generic(SCORE_ROLES, inputs, w.empty_like(x, stored), body)
 
 
 def _softmax(w: FunctionWriter, logits: Value, roles, bias, precision: str) -> Value:
     """softmax over keys, in `precision` (see unfused_attention); rows whose bias is all -inf
     (or all -inf logits) give zeros."""
     row_roles = [r for r in roles if r != "l"]
-    row_type = TensorType(tuple(logits.type.shape[roles.index(r)] for r in row_roles), "f32")
-    lowest = w.fill(w.constant(-math.inf, "f32"), row_type)
+    row_sizes = [w.dim(logits, roles.index(r)) for r in row_roles]
+    lowest = w.fill(w.constant(-math.inf, "f32"), row_sizes)
     row_max = w.generic(roles, [(logits, roles)], lowest,
                         lambda b, block: b.binary("maximumf", float_cast(b, block[0], "f32"), block[1]),
                         reduction_dims=("l",))
@@ -219,11 +215,11 @@ def _softmax(w: FunctionWriter, logits: Value, roles, bias, precision: str) -> V
         shifted = round_to(b, b.binary("subf", logit, safe_max), precision)
         return float_cast(b, b.op(f"math.exp {shifted} : f32", "f32"), precision)
 
-    exps = w.generic(roles, [(logits, roles), (row_max, row_roles)], w.empty(logits.type), exp_shifted)
+    exps = w.generic(roles, [(logits, roles), (row_max, row_roles)], w.empty_like(logits), exp_shifted)
     # bf16 sums round at every add (numpy adds bfloat16 one element at a time, and a combiner
     # that rounds is no plain addf, so IREE does not reassociate it); fp16 sums accumulate in f32.
     sum_rounding = "bf16" if precision == "bf16" else "f32"
-    sums = w.generic(roles, [(exps, roles)], w.fill(w.constant(0.0, "f32"), row_type),
+    sums = w.generic(roles, [(exps, roles)], w.fill(w.constant(0.0, "f32"), row_sizes),
                      lambda b, block: round_to(b, b.binary("addf", float_cast(b, block[0], "f32"), block[1]),
                                                sum_rounding),
                      reduction_dims=("l",))
@@ -242,4 +238,4 @@ def _softmax(w: FunctionWriter, logits: Value, roles, bias, precision: str) -> V
             probability = b.select(fully_masked, zero, probability)
         return float_cast(b, probability, precision)
 
-    return w.generic(roles, inputs, w.empty(logits.type), normalize)
+    return w.generic(roles, inputs, w.empty_like(logits), normalize)

@@ -5,8 +5,8 @@ leaves decode ~50× and prefill ~40× above what a tuned config reaches (measure
 on the benchmark shapes, 32/8 heads, head 128: decode 20 ms → 0.4 ms, prefill 512 1180 ms →
 29 ms). The rule, over the iteration space (b, h, g, s, l, d, e) of `attention_operands.DIMS`:
 
-  rows      S ≥ 8: 8 query positions per vector tile (64 per workgroup), one query head;
-            S < 8: all S positions and up to 8/S query heads of the group (decode: 4 of G)
+  rows      S ≥ 8 or S dynamic: 8 query positions per vector tile (64 per workgroup), one
+            query head; S < 8: all S positions and up to 8/S query heads of the group (decode: 4 of G)
   e         the whole value head per tile;  b, h: one at a time
   l         reduce over 8 keys per step (fewer when there are fewer keys)
   d         not tiled (the whole head is one dot product)
@@ -68,11 +68,11 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
     if element not in TILED_ELEMENTS:
         return None
     queries, group = size["s"], size["g"]
-    if queries >= ROWS:
+    if queries is None or queries >= ROWS:  # prefill, or a query count known only at run time
         vector_rows = {"g": 1, "s": ROWS}
-        workgroup_rows = {"g": 1, "s": min(queries, ROWS_PER_WORKGROUP)}
+        workgroup_rows = {"g": 1, "s": ROWS_PER_WORKGROUP if queries is None else min(queries, ROWS_PER_WORKGROUP)}
     else:
-        vector_rows = {"g": min(group, max(1, ROWS // queries)), "s": queries}
+        vector_rows = {"g": min(group, max(1, ROWS // max(queries, 1))), "s": queries}
         workgroup_rows = vector_rows
     keys = size["l"]
     key_step = KEY_STEP if keys is None else min(KEY_STEP, keys)

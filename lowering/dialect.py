@@ -19,7 +19,7 @@ from typing import Callable
 from iree.compiler import ir
 
 from kvattn.lowering import tensor_types
-from kvattn.lowering.diagnostics import NodeError
+from kvattn.lowering.diagnostics import NodeError, UnsupportedError
 from kvattn.lowering.tensor_types import TensorType
 
 DIALECT = "kvattn"
@@ -306,6 +306,74 @@ def _verify_attention(op: KvOp) -> None:
     nonpad = op.operand_type("nonpad_kv_seqlen")
     if nonpad is not None and (nonpad.rank != 1 or nonpad.element != "i64"):
         raise op.error(f"nonpad_kv_seqlen must be int64 of shape [batch], got {nonpad.describe()}")
+    _verify_attention_shapes(op)
+
+
+def _verify_attention_shapes(op: KvOp) -> None:
+    """The sizes every operand of an Attention must agree on, where they are static (a dynamic
+    size is checked at run time by the lowering). Head counts and head sizes must be static."""
+    q, k, v = (op.operand_type(n) for n in ("Q", "K", "V"))
+    past_key, past_value = op.operand_type("past_key"), op.operand_type("past_value")
+    if q.rank == 3:
+        q_heads, kv_heads = op.attr("q_num_heads"), op.attr("kv_num_heads")
+        for name, tensor, heads in (("Q", q, q_heads), ("K", k, kv_heads), ("V", v, kv_heads)):
+            hidden = tensor.shape[2]
+            if hidden is None:
+                raise UnsupportedError(op.spec.onnx_op, op.node, f"input {name} {tensor.describe()} with a dynamic "
+                                                                 f"hidden size")
+            if heads <= 0 or hidden % heads:
+                raise op.error(f"{name} hidden size {hidden} is not divisible by its {heads} heads")
+        head = {"Q": q.shape[2] // q_heads, "K": k.shape[2] // kv_heads, "V": v.shape[2] // kv_heads}
+        lengths = [("K", k.shape[1]), ("V", v.shape[1])]
+    else:
+        for name, tensor in (("Q", q), ("K", k), ("V", v)):
+            if tensor.shape[1] is None or tensor.shape[3] is None:
+                raise UnsupportedError(op.spec.onnx_op, op.node, f"input {name} {tensor.describe()} with a dynamic "
+                                                                 f"head count or head size")
+        q_heads, kv_heads = q.shape[1], k.shape[1]
+        head = {"Q": q.shape[3], "K": k.shape[3], "V": v.shape[3]}
+        lengths = [("K", k.shape[2]), ("V", v.shape[2])]
+        _agree(op, "key/value head count", [("K", k.shape[1]), ("V", v.shape[1])])
+    if q_heads % kv_heads:
+        raise op.error(f"{q_heads} query heads are not a multiple of {kv_heads} key/value heads")
+    if head["Q"] != head["K"]:
+        raise op.error(f"Q head size {head['Q']} differs from K head size {head['K']}")
+    _agree(op, "sequence length", lengths)
+    batch = [("Q", q.shape[0]), ("K", k.shape[0]), ("V", v.shape[0])]
+    for name, past, own_head in (("past_key", past_key, head["K"]), ("past_value", past_value, head["V"])):
+        if past is None:
+            continue
+        if past.rank != 4:
+            raise op.error(f"{name} must be 4D [batch, kv_heads, past, head], got {past.describe()}")
+        batch.append((name, past.shape[0]))
+        _agree(op, f"{name} head count", [(name, past.shape[1]), ("kv_num_heads", kv_heads)])
+        _agree(op, f"{name} head size", [(name, past.shape[3]), ("its new rows", own_head)])
+    if past_key is not None:
+        _agree(op, "past length", [("past_key", past_key.shape[2]), ("past_value", past_value.shape[2])])
+    nonpad = op.operand_type("nonpad_kv_seqlen")
+    if nonpad is not None:
+        batch.append(("nonpad_kv_seqlen", nonpad.shape[0]))
+    _agree(op, "batch size", batch)
+    mask = op.operand_type("attn_mask")
+    if mask is not None:
+        query_len = q.shape[1 if q.rank == 3 else 2]
+        new_len = lengths[0][1]
+        past_len = past_key.shape[2] if past_key is not None else 0
+        total = None if None in (new_len, past_len) else new_len + past_len
+        expected = [batch[0][1], q_heads, query_len, total][4 - mask.rank:]
+        for axis, (size, want) in enumerate(zip(mask.shape, expected)):
+            keys = axis == mask.rank - 1
+            if size is None or want is None or size in (1, want) or (keys and size < want):
+                continue  # broadcast, equal, or fewer keys (padded with masked keys)
+            raise op.error(f"attn_mask {mask.describe()} does not broadcast to [batch, {q_heads}, queries, keys]: "
+                           f"axis {axis} has {size}, expected {want}")
+
+
+def _agree(op: KvOp, what: str, named: list[tuple[str, int | None]]) -> None:
+    """Every static size in `named` is the same, or an error naming each."""
+    static = [(name, size) for name, size in named if size is not None]
+    if len({size for _, size in static}) > 1:
+        raise op.error(f"{what} differs: " + ", ".join(f"{name} {size}" for name, size in static))
 
 
 ATTENTION = register(

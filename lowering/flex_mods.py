@@ -44,7 +44,8 @@ _FOLD = {
 
 
 class ModProgram:
-    """One subgraph, analysed for a score tensor of static shape [B, Hq, L, S]."""
+    """One subgraph, analysed for a score tensor of shape [B, Hq, L, S] (None: dynamic; a mod
+    that reads the score's shape needs it static)."""
 
     def __init__(self, block: ir.Block, score_shape: tuple[int, ...], onnx_op: str, node: str, name: str):
         self._shape, self._onnx_op, self._node, self._name = score_shape, onnx_op, node, name
@@ -108,6 +109,8 @@ class ModProgram:
         if name == "Shape":
             if args[0] is not SCORE:
                 raise self._unsupported("Shape of anything but the score")
+            if None in self._shape:
+                raise self._unsupported(f"Shape of a score with dynamic dims {list(self._shape)}")
             return np.array(self._shape, dtype=np.int64)
         if any(isinstance(a, Expr) or a is SCORE for a in args):
             if name not in _ELEMENTWISE:

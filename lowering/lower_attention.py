@@ -12,33 +12,31 @@ layout in the maps; compute fp16/bf16 attention in f32.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import onnx
 from iree.compiler import ir
 
 from kvattn.lowering.attention_bias import combined_bias, longest_valid_length
-from kvattn.lowering.attention_operands import AttentionShapes, convert, keys_or_values, query_in_roles, transpose_to
+from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
-from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.lowering.mlir_text import FunctionWriter, Value
-from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import dequantize, quantize
+from kvattn.lowering.rule_context import RuleContext
 
 
-def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
-                    options: LoweringOptions) -> dict[str, Value]:
-    _check_static(op)
-    args = _dequantized(op, w, args)
-    shapes = AttentionShapes(op, args)
-    element = args["Q"].type.element
-    q, q_roles = query_in_roles(w, args["Q"], shapes)
-    key, key_roles, present_key = keys_or_values(w, op, args, "K", "past_key", "present_key", shapes.head_k, shapes)
-    value, value_roles, present_value = keys_or_values(
-        w, op, args, "V", "past_value", "present_value", shapes.head_v, shapes)
+def lower_attention(ctx: RuleContext) -> dict[str, Value]:
+    ctx = _dequantized(ctx)
+    op, w, args, options = ctx.op, ctx.w, ctx.args, ctx.options
+    sizes = AttentionSizes(ctx)
+    element = args["Q"].element
+    q, q_roles = query_in_roles(ctx, sizes)
+    key, key_roles, present_key = keys_or_values(ctx, sizes, "K", "past_key", "present_key")
+    value, value_roles, present_value = keys_or_values(ctx, sizes, "V", "past_value", "present_value")
     if not options.attention_layout_in_maps:
         q, q_roles = transpose_to(w, q, q_roles, ("b", "h", "g", "s", "d"))
         key, key_roles = transpose_to(w, key, key_roles, ("b", "h", "l", "d"))
@@ -46,8 +44,8 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     value_roles = tuple("e" if r == "d" else r for r in value_roles)
     out_roles = tuple("e" if r == "d" else r for r in q_roles)
     scale = op.attr("scale")
-    scale = 1.0 / math.sqrt(shapes.head_q) if scale is None else scale
-    operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, shapes)
+    scale = 1.0 / math.sqrt(sizes.head_q) if scale is None else scale
+    operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes)
     precision = _reference_precision(op, element)
     cap = op.attr("softcap")
     softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap else None
@@ -64,7 +62,7 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
         softmax_precision = precision or "f32"
         if cap and op.attr("softmax_precision") is None:
             softmax_precision = "f32"
-        bias = combined_bias(w, op, args, shapes, precision or "f32")
+        bias = combined_bias(ctx, sizes, precision or "f32")
         computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",
                                      softmax_precision=softmax_precision)
         out = computed["Y"]
@@ -75,19 +73,19 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     else:
         w.note("fused: one iree_linalg_ext.attention")
         compute = "f32" if options.attention_in_f32 else element
-        bias = combined_bias(w, op, args, shapes, compute)
+        bias = combined_bias(ctx, sizes, compute)
         valid_keys = None
         # A dynamic key count compiles only with kvattn's own CPU tiles, which are f32-only
         # (IREE's default tiles fail to vectorize it: "'vector.mask' op expects a 'vector<16xi1>'").
         if (options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args
                 and options.cpu_attention_tiles and compute in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
-            valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], shapes.total_len)
+            valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], sizes.total_len)
         out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)
     out = convert(w, out, element)
-    onnx_roles = ("b", "s", "h", "g", "e") if shapes.rank3 else ("b", "h", "g", "s", "e")
+    onnx_roles = ("b", "s", "h", "g", "e") if sizes.rank3 else ("b", "h", "g", "s", "e")
     out, _ = transpose_to(w, out, out_roles, onnx_roles)
-    groups = [[0], [1], [2, 3, 4]] if shapes.rank3 else [[0], [1, 2], [3], [4]]
+    groups = [[0], [1], [2, 3, 4]] if sizes.rank3 else [[0], [1, 2], [3], [4]]
     results["Y"] = w.collapse_shape(out, groups)
     if "Y_scale" in args:
         results["Y"] = quantize(w, results["Y"], args["Y_scale"], args.get("Y_zero_point"), op.attr("Y_axis"),
@@ -99,18 +97,19 @@ def lower_attention(op: KvOp, w: FunctionWriter, args: dict[str, Value],
     return results
 
 
-def _dequantized(op: KvOp, w: FunctionWriter, args: dict[str, Value]) -> dict[str, Value]:
-    """Q/K/V with their fused dequantization applied (kvattn-fuse-qdq), and a note on it."""
-    fused = [name for name in ("Q", "K", "V", "Y") if f"{name}_scale" in args]
+def _dequantized(ctx: RuleContext) -> RuleContext:
+    """The context with Q/K/V replaced by their fused dequantization (kvattn-fuse-qdq), and a note on it."""
+    op, w = ctx.op, ctx.w
+    fused = [name for name in ("Q", "K", "V", "Y") if f"{name}_scale" in ctx.args]
     if fused:
         w.note(f"fused Q/DQ: {', '.join(fused)} (de)quantized inside the attention's dispatch")
     if dialect.QDQ_UNFUSED_ATTR in op.operation.attributes:
         w.note(f"Q/DQ left unfused: {ir.StringAttr(op.operation.attributes[dialect.QDQ_UNFUSED_ATTR]).value}")
-    args = dict(args)
+    args = dict(ctx.args)
     for name in (n for n in fused if n != "Y"):
         args[name] = dequantize(w, args[name], args[f"{name}_scale"], args.get(f"{name}_zero_point"),
                                 op.attr(f"{name}_axis"))
-    return args
+    return dataclasses.replace(ctx, args=args)
 
 
 def _reference_precision(op: KvOp, element: str) -> str | None:
@@ -127,10 +126,3 @@ def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:
     cap_value = b.constant(cap, score.type)
     capped = b.op(f"math.tanh {b.binary('divf', score, cap_value)} : {score.type}", score.type)
     return b.binary("mulf", capped, cap_value)
-
-
-def _check_static(op: KvOp) -> None:
-    for name in ("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"):
-        operand = op.operand_type(name)
-        if operand is not None and not operand.is_static:
-            raise UnsupportedError("Attention", op.node, f"input {name} with dynamic shape {operand.describe()}")

@@ -1,8 +1,10 @@
-"""Lower every kvattn op to IREE's dialects (iree_linalg_ext, linalg, tensor, arith).
+"""Lower every kvattn op to IREE's dialects (iree_linalg_ext, linalg, tensor, arith, cf).
 
-Each op's rule writes the replacement as a function body (`mlir_text.FunctionWriter`) whose
-arguments are the op's present operands and whose results are its present results; `splice`
-moves that body in place of the op. An op without a rule is an error naming the node.
+Each op's rule receives one `RuleContext` (the op, the writer, its present operands as writer
+values, the target's lowering options) and writes the replacement as a function body
+(`mlir_text.FunctionWriter`) whose arguments are the op's present operands and whose results
+are its present results; `splice` moves that body in place of the op. An op without a rule is
+an error naming the node; anything else that fails inside a rule is an internal error naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable
 from iree.compiler import ir
 
 from kvattn.lowering import dialect
-from kvattn.lowering.diagnostics import NodeError
+from kvattn.lowering.diagnostics import InternalError, KvattnError, NodeError
 from kvattn.lowering.lower_attention import lower_attention
 from kvattn.lowering.lower_flex_attention import lower_flex_attention
 from kvattn.lowering.lower_rms_normalization import lower_rms_normalization
@@ -21,8 +23,9 @@ from kvattn.lowering.lower_rotary_embedding import lower_rotary_embedding
 from kvattn.lowering.lower_tensor_scatter import lower_tensor_scatter
 from kvattn.lowering.mlir_text import FunctionWriter, Value, splice
 from kvattn.lowering.options import LoweringOptions
+from kvattn.lowering.rule_context import RuleContext
 
-Rule = Callable[[dialect.KvOp, FunctionWriter, dict[str, Value], LoweringOptions], dict[str, Value]]
+Rule = Callable[[RuleContext], dict[str, Value]]
 
 RULES: dict[str, Rule] = {
     dialect.ATTENTION.name: lower_attention,
@@ -47,7 +50,14 @@ def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptio
         if rule is None:
             raise NodeError(op.spec.onnx_op, op.node, f"no lowering rule for {op.spec.name}")
         node = op.node  # read before the op is replaced
-        lowered[node] = lower_op(op, rule, options)
+        try:
+            lowered[node] = lower_op(op, rule, options)
+        except (KvattnError, InternalError) as exc:
+            if isinstance(exc, InternalError) and exc.node is None:
+                raise InternalError(exc.detail, node, op.spec.onnx_op) from exc
+            raise
+        except Exception as exc:  # a bug in a rule: report it naming the node
+            raise InternalError(f"{type(exc).__name__}: {exc}", node, op.spec.onnx_op) from exc
     return lowered
 
 
@@ -55,12 +65,12 @@ def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> Lowered:
     writer = FunctionWriter(op.node)
     args = {name: Value(f"%{name}", op.operand_type(name))
             for name in op.spec.operands if op.operand(name) is not None}
-    results = rule(op, writer, args, options)
+    results = rule(RuleContext(op, writer, args, options))
     present = op.present_results()
     text = writer.function("lowered", list(args.values()), [results[name] for name, _ in present])
     moved = splice(op.operation, text, [op.operand(name) for name in args], [value for _, value in present])
     names = []
     for name in moved:
-        if not name.startswith("arith.") and name not in names:
+        if not name.startswith(("arith.", "tensor.dim", "cf.assert")) and name not in names:
             names.append(name)
     return Lowered(names, writer.notes)

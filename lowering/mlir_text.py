@@ -1,33 +1,64 @@
-"""A small writer of MLIR function text for lowering rules.
+"""A small writer of MLIR function text for lowering rules; the only code that writes op text.
 
 IREE has no Python builders for iree_linalg_ext ops, so each lowering rule writes the ops that
 replace one kvattn op as the body of a function (`FunctionWriter`), and `splice` moves that
-body in place of the op. Values are (SSA name, type) pairs; every op line carries the ONNX
-node's name as its location.
+body in place of the op. Every op line carries the ONNX node's name as its location.
+
+Sizes flow with values, whether they are known or not (as JAX's `eval_dynamic_shape` and
+torch-mlir's `getDimOp` do): a `Dim` is a Python int for a static size or an SSA `index` Value
+for a dynamic one. Each tensor Value carries the sizes of its dims; a tensor type is derived
+from its sizes (`?` where the size is a Value), never stored beside them. Rules ask the writer
+for sizes (`w.dim(x, 0)`), do arithmetic on them with `add`/`sub`/`mul`/`floordiv` (folded
+when static), and create tensors from sizes (`empty`, `expand_shape`, ...), so a rule writes
+the same code whether a size is known or not. A size that must agree between two operands at
+run time is checked by `require_equal` (a `cf.assert`, which fails the call with a message
+naming the node) unless both are static.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 from iree.compiler import ir
 
+from kvattn.lowering.diagnostics import InternalError, KvattnError
 from kvattn.lowering.tensor_types import TensorType
 
 
 @dataclasses.dataclass(frozen=True)
 class Value:
     name: str  # SSA name with its leading %
-    type: TensorType | str  # a tensor, or a scalar type such as "f32"
+    type: TensorType | str  # a tensor, or a scalar type such as "f32" or "index"
+    sizes: tuple["Dim", ...] | None = None  # a tensor's dim sizes (set for every tensor the writer makes)
 
     @property
     def mlir_type(self) -> str:
         return self.type.mlir if isinstance(self.type, TensorType) else self.type
 
+    @property
+    def rank(self) -> int:
+        return self.type.rank
+
+    @property
+    def element(self) -> str:
+        return self.type.element
+
     def __str__(self) -> str:
         return self.name
+
+
+Dim = Union[int, Value]  # a static size, or an SSA value of type index
+
+
+def tensor_type(sizes: Sequence[Dim], element: str) -> TensorType:
+    return TensorType(tuple(d if isinstance(d, int) else None for d in sizes), element)
+
+
+def mixed(dims: Sequence[Dim]) -> str:
+    """Static and dynamic sizes as MLIR writes them in output_shape, offsets and slice sizes."""
+    return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
 def affine_map(dims: Sequence[str], results: Sequence[str]) -> str:
@@ -48,13 +79,14 @@ def float_literal(value: float, element: str) -> str:
 
 
 class FunctionWriter:
-    """Collects op lines; `value` names the result of each emitted op."""
+    """Collects op lines; `op` names the result of each emitted op."""
 
     def __init__(self, location: str, indent: str = "  "):
         self.lines: list[str] = []
         self._location = location.replace("\\", "/").replace('"', "'")
         self._indent = indent
         self._count = 0
+        self._dims: dict[tuple[str, int], Value] = {}  # one tensor.dim per (value, axis)
         self.notes: list[str] = []  # what the rule chose and why, for `kvattn inspect`
 
     def note(self, text: str) -> None:
@@ -64,6 +96,7 @@ class FunctionWriter:
         """A writer for a region body, indented one level deeper; `absorb` it when done."""
         inner = FunctionWriter(self._location, self._indent + "  ")
         inner._count = self._count
+        inner._dims = dict(self._dims)  # sizes defined above are visible inside; new ones stay inside
         return inner
 
     def absorb(self, inner: "FunctionWriter") -> None:
@@ -77,11 +110,104 @@ class FunctionWriter:
     def line(self, text: str) -> None:
         self.lines.append(f"{self._indent}{text}")
 
-    def op(self, text: str, type_, hint: str = "v") -> Value:
+    @property
+    def location(self) -> str:
+        return f'loc("{self._location}")'
+
+    def op(self, text: str, type_, hint: str = "v", sizes: Sequence[Dim] | None = None) -> Value:
         """Emit `%r = <text>` with this writer's location; returns %r with the given type."""
         name = self.fresh(hint)
-        self.line(f'{name} = {text} loc("{self._location}")')
-        return Value(name, type_)
+        self.line(f"{name} = {text} {self.location}")
+        return Value(name, type_, tuple(sizes) if sizes is not None else None)
+
+    def region_op(self, head: str, block_args: Sequence[Value],
+                  body: Callable[["FunctionWriter", list[Value]], Value], terminator: str, tail: str,
+                  result_type, sizes: Sequence[Dim] | None, hint: str = "v") -> Value:
+        """`%r = <head> { ^bb0(<block_args>): <body> <terminator> <yielded> : <type> } <tail>`,
+        for ops with one region (linalg.generic, tensor.pad, iree_linalg_ext.attention / scatter)."""
+        name = self.fresh(hint)
+        self.line(f"{name} = {head} {{")
+        self.line(f"^bb0({', '.join(f'{a.name}: {a.mlir_type}' for a in block_args)}):")
+        inner = self.nested()
+        yielded = body(inner, list(block_args))
+        self.absorb(inner)
+        self.line(f"  {terminator} {yielded} : {yielded.mlir_type}")
+        self.line(f"}} {tail} {self.location}")
+        return Value(name, result_type, tuple(sizes) if sizes is not None else None)
+
+    # -- sizes -------------------------------------------------------------------------
+    def dim(self, value: Value, axis: int) -> Dim:
+        """The size of `value`'s dim `axis`: static, carried, or one cached tensor.dim."""
+        if value.sizes is not None:
+            return value.sizes[axis]
+        static = value.type.shape[axis]
+        if static is not None:
+            return static
+        key = (value.name, axis)
+        if key not in self._dims:
+            self._dims[key] = self.op(f"tensor.dim {value}, {self.index(axis)} : {value.mlir_type}", "index", "dim")
+        return self._dims[key]
+
+    def sizes(self, value: Value) -> tuple[Dim, ...]:
+        return tuple(self.dim(value, axis) for axis in range(value.rank))
+
+    def with_sizes(self, value: Value) -> Value:
+        """`value` carrying its sizes (a function argument gets its tensor.dim ops here)."""
+        return dataclasses.replace(value, sizes=self.sizes(value))
+
+    def index(self, size: Dim) -> Value:
+        """A size as an index value (a constant when static)."""
+        if isinstance(size, Value):
+            return size
+        return self.op(f"arith.constant {size} : index", "index", "c")
+
+    def scalar(self, size: Dim, scalar: str) -> Value:
+        """A size as an integer scalar of type `scalar` (e.g. i32 for positions in a body)."""
+        if isinstance(size, int):
+            return self.constant(size, scalar)
+        return self.cast("index_cast", size, scalar)
+
+    def _arith(self, name: str, fold: Callable[[int, int], int], a: Dim, b: Dim) -> Dim:
+        if isinstance(a, int) and isinstance(b, int):
+            return fold(a, b)
+        return self.op(f"arith.{name} {self.index(a)}, {self.index(b)} : index", "index", "dim")
+
+    def add(self, a: Dim, b: Dim) -> Dim:
+        if a == 0 or b == 0:
+            return b if a == 0 else a
+        return self._arith("addi", lambda x, y: x + y, a, b)
+
+    def sub(self, a: Dim, b: Dim) -> Dim:
+        return a if b == 0 else self._arith("subi", lambda x, y: x - y, a, b)
+
+    def mul(self, a: Dim, b: Dim) -> Dim:
+        if a == 1 or b == 1:
+            return b if a == 1 else a
+        return self._arith("muli", lambda x, y: x * y, a, b)
+
+    def floordiv(self, a: Dim, b: int) -> Dim:
+        return a if b == 1 else self._arith("divui", lambda x, y: x // y, a, b)
+
+    def product(self, sizes: Sequence[Dim]) -> Dim:
+        total: Dim = 1
+        for size in sizes:
+            total = self.mul(total, size)
+        return total
+
+    def require_equal(self, a: Dim, b: Dim, message: str) -> None:
+        """Fail the call at run time with `message` (which should name the node) unless a == b;
+        static sizes are compared now (a KvattnError when they differ)."""
+        if isinstance(a, int) and isinstance(b, int):
+            if a != b:
+                raise KvattnError(f"{message}: {a} vs {b}")
+            return
+        if a == b:  # the same size value
+            return
+        self.require(self.compare("cmpi", "eq", self.index(a), self.index(b)), message)
+
+    def require(self, condition: Value, message: str) -> None:
+        text = message.replace("\\", "/").replace('"', "'")
+        self.line(f'cf.assert {condition}, "{text}" {self.location}')
 
     # -- scalars -----------------------------------------------------------------------
     def constant(self, value, scalar: str) -> Value:
@@ -102,69 +228,67 @@ class FunctionWriter:
 
     def loop_index(self, dim: int, scalar: str = "i64") -> Value:
         index = self.op(f"linalg.index {dim} : index", "index", "i")
-        return self.cast("index_cast", index, scalar)
+        return index if scalar == "index" else self.cast("index_cast", index, scalar)
+
+    def extract(self, tensor: Value, indices: Sequence[Value]) -> Value:
+        return self.op(f"tensor.extract {tensor}[{', '.join(str(i) for i in indices)}] : {tensor.mlir_type}",
+                       tensor.element)
 
     # -- tensors -----------------------------------------------------------------------
-    def empty(self, type_: TensorType) -> Value:
-        return self.op(f"tensor.empty() : {type_.mlir}", type_, "e")
+    def empty(self, sizes: Sequence[Dim], element: str) -> Value:
+        out = tensor_type(sizes, element)
+        dynamic = ", ".join(str(d) for d in sizes if isinstance(d, Value))
+        return self.op(f"tensor.empty({dynamic}) : {out.mlir}", out, "e", sizes)
 
-    def fill(self, scalar: Value, type_: TensorType) -> Value:
-        empty = self.empty(type_)
-        return self.op(f"linalg.fill ins({scalar} : {scalar.mlir_type}) outs({empty} : {type_.mlir}) -> {type_.mlir}",
-                       type_)
+    def empty_like(self, value: Value, element: str | None = None) -> Value:
+        return self.empty(self.sizes(value), element or value.element)
 
-    def expand_shape(self, value: Value, groups: Sequence[Sequence[int]], shape: Sequence[int]) -> Value:
-        out = value.type.with_shape(shape)
-        return self.op(
-            f"tensor.expand_shape {value} {_groups(groups)} output_shape {list(shape)} : {value.mlir_type} into {out.mlir}",
-            out,
-        )
+    def fill(self, scalar: Value, sizes: Sequence[Dim]) -> Value:
+        empty = self.empty(sizes, scalar.mlir_type)
+        return self.op(f"linalg.fill ins({scalar} : {scalar.mlir_type}) outs({empty} : {empty.mlir_type}) -> "
+                       f"{empty.mlir_type}", empty.type, sizes=sizes)
+
+    def expand_shape(self, value: Value, groups: Sequence[Sequence[int]], sizes: Sequence[Dim]) -> Value:
+        out = tensor_type(sizes, value.element)
+        return self.op(f"tensor.expand_shape {value} {_groups(groups)} output_shape {mixed(sizes)} : "
+                       f"{value.mlir_type} into {out.mlir}", out, sizes=sizes)
 
     def collapse_shape(self, value: Value, groups: Sequence[Sequence[int]]) -> Value:
-        shape = [math.prod(value.type.shape[i] for i in group) for group in groups]
-        out = value.type.with_shape(shape)
-        return self.op(f"tensor.collapse_shape {value} {_groups(groups)} : {value.mlir_type} into {out.mlir}", out)
+        sizes = [self.product([self.dim(value, i) for i in group]) for group in groups]
+        out = tensor_type(sizes, value.element)
+        return self.op(f"tensor.collapse_shape {value} {_groups(groups)} : {value.mlir_type} into {out.mlir}", out,
+                       sizes=sizes)
 
     def transpose(self, value: Value, permutation: Sequence[int]) -> Value:
-        out = value.type.with_shape([value.type.shape[p] for p in permutation])
-        empty = self.empty(out)
-        return self.op(
-            f"linalg.transpose ins({value} : {value.mlir_type}) outs({empty} : {out.mlir}) permutation = {list(permutation)}",
-            out,
-        )
+        sizes = [self.dim(value, p) for p in permutation]
+        empty = self.empty(sizes, value.element)
+        return self.op(f"linalg.transpose ins({value} : {value.mlir_type}) outs({empty} : {empty.mlir_type}) "
+                       f"permutation = {list(permutation)}", empty.type, sizes=sizes)
 
-    def pad_high(self, value: Value, dim: int, amount: int, pad: Value) -> Value:
+    def pad_high(self, value: Value, dim: int, amount: Dim, pad: Value) -> Value:
         """Pad `amount` elements of `pad` at the end of dimension `dim`."""
-        shape = list(value.type.shape)
-        shape[dim] += amount
-        out = value.type.with_shape(shape)
-        high = [amount if d == dim else 0 for d in range(value.type.rank)]
-        name = self.fresh("pad")
-        indices = ", ".join(f"%pad_i{k}: index" for k in range(value.type.rank))
-        self.line(f"{name} = tensor.pad {value} low{[0] * value.type.rank} high{high} {{")
-        self.line(f"^bb0({indices}):")
-        self.line(f"  tensor.yield {pad} : {pad.mlir_type}")
-        self.line(f'}} : {value.mlir_type} to {out.mlir} loc("{self._location}")')
-        return Value(name, out)
+        sizes = list(self.sizes(value))
+        sizes[dim] = self.add(sizes[dim], amount)
+        out = tensor_type(sizes, value.element)
+        high = [amount if d == dim else 0 for d in range(value.rank)]
+        indices = [Value(f"%pad_i{k}", "index") for k in range(value.rank)]
+        return self.region_op(f"tensor.pad {value} low{[0] * value.rank} high{mixed(high)}", indices,
+                              lambda b, _: pad, "tensor.yield", f": {value.mlir_type} to {out.mlir}", out, sizes,
+                              "pad")
 
-    def leading_slice(self, value: Value, dim: int, size: Value) -> Value:
-        """The first `size` (an index value) elements along `dim`; that dim becomes dynamic."""
-        shape = list(value.type.shape)
-        sizes = [str(size) if d == dim else str(n) for d, n in enumerate(shape)]
-        shape[dim] = None
-        out = value.type.with_shape(shape)
-        zeros, ones = [0] * len(shape), [1] * len(shape)
-        return self.op(f"tensor.extract_slice {value}{zeros} [{', '.join(sizes)}] {ones} : "
-                       f"{value.mlir_type} to {out.mlir}", out)
+    def leading_slice(self, value: Value, dim: int, size: Dim) -> Value:
+        """The first `size` elements along `dim`."""
+        sizes = list(self.sizes(value))
+        sizes[dim] = size
+        out = tensor_type(sizes, value.element)
+        zeros, ones = [0] * value.rank, [1] * value.rank
+        return self.op(f"tensor.extract_slice {value}{zeros} {mixed(sizes)} {ones} : {value.mlir_type} to {out.mlir}",
+                       out, sizes=sizes)
 
-    def insert_slice(self, source: Value, dest: Value, offsets: Sequence[int]) -> Value:
-        sizes = list(source.type.shape)
-        strides = [1] * len(sizes)
-        return self.op(
-            f"tensor.insert_slice {source} into {dest}{list(offsets)} {sizes} {strides} : "
-            f"{source.mlir_type} into {dest.mlir_type}",
-            dest.type,
-        )
+    def insert_slice(self, source: Value, dest: Value, offsets: Sequence[Dim]) -> Value:
+        strides = [1] * source.rank
+        return self.op(f"tensor.insert_slice {source} into {dest}{mixed(offsets)} {mixed(self.sizes(source))} "
+                       f"{strides} : {source.mlir_type} into {dest.mlir_type}", dest.type, sizes=self.sizes(dest))
 
     def generic(
         self,
@@ -181,23 +305,17 @@ class FunctionWriter:
         out_results = list(init_results) if init_results is not None else [d for d in dims if d not in reduction_dims]
         maps = [affine_map(dims, results) for _, results in inputs] + [affine_map(dims, out_results)]
         iterators = ", ".join('"reduction"' if d in reduction_dims else '"parallel"' for d in dims)
-        name = self.fresh("g")
         ins = ""
         if inputs:
             ins = (f"ins({', '.join(str(v) for v, _ in inputs)} : "
                    f"{', '.join(v.mlir_type for v, _ in inputs)}) ")
-        self.line(f"{name} = linalg.generic {{indexing_maps = [{', '.join(maps)}], iterator_types = [{iterators}]}} "
-                  f"{ins}outs({init} : {init.mlir_type}) {{")
-        element_of = lambda v: v.type.element  # noqa: E731
-        args = [Value(f"%in{k}_{name[1:]}", element_of(v)) for k, (v, _) in enumerate(inputs)]
-        args.append(Value(f"%out_{name[1:]}", element_of(init)))
-        self.line(f"^bb0({', '.join(f'{a.name}: {a.type}' for a in args)}):")
-        inner = self.nested()
-        result = body(inner, args)
-        self.absorb(inner)
-        self.line(f"  linalg.yield {result} : {result.mlir_type}")
-        self.line(f'}} -> {init.mlir_type} loc("{self._location}")')
-        return Value(name, init.type)
+        tag = self._count + 1  # the generic's own number names its block arguments
+        args = [Value(f"%in{k}_g{tag}", v.element) for k, (v, _) in enumerate(inputs)]
+        args.append(Value(f"%out_g{tag}", init.element))
+        head = (f"linalg.generic {{indexing_maps = [{', '.join(maps)}], iterator_types = [{iterators}]}} "
+                f"{ins}outs({init} : {init.mlir_type})")
+        return self.region_op(head, args, body, "linalg.yield", f"-> {init.mlir_type}", init.type,
+                              self.sizes(init), "g")
 
     def function(self, name: str, args: Sequence[Value], results: Sequence[Value]) -> str:
         signature = ", ".join(f"{a.name}: {a.mlir_type}" for a in args)
@@ -212,12 +330,21 @@ def _groups(groups: Sequence[Sequence[int]]) -> str:
     return "[" + ", ".join("[" + ", ".join(str(i) for i in g) + "]" for g in groups) + "]"
 
 
+def parse_generated(text: str) -> ir.Module:
+    """Parse text a rule generated; a parse error is an internal error showing the numbered text."""
+    try:
+        return ir.Module.parse(text)
+    except ir.MLIRError as exc:
+        numbered = "\n".join(f"{n:4d} | {line}" for n, line in enumerate(text.splitlines(), 1))
+        raise InternalError(f"generated MLIR does not parse: {exc}\n{numbered}") from None
+
+
 def splice(operation: ir.Operation, function_text: str, operands: Sequence[ir.Value],
            results: Sequence[ir.Value]) -> list[str]:
     """Replace `operation` by the body of the one function in `function_text`: its arguments
     become `operands`, and the values it returns replace `results`. Returns the names of the
     ops moved in, in order."""
-    parsed = ir.Module.parse(function_text)
+    parsed = parse_generated(function_text)
     block = parsed.body.operations[0].regions[0].blocks[0]
     for argument, value in zip(block.arguments, operands, strict=True):
         argument.replace_all_uses_with(value)

@@ -26,7 +26,7 @@ def dequantize(w: FunctionWriter, x: Value, scale: Value, zero_point: Value | No
             value = b.binary("subf", value, _to_float(b, block[2], element))
         return b.binary("mulf", value, block[1])
 
-    return w.generic(dims, inputs, w.empty(x.type.with_element(element)), body)
+    return w.generic(dims, inputs, w.empty_like(x, element), body)
 
 
 def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None, axis: int, element: str) -> Value:
@@ -50,7 +50,7 @@ def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None
         signless = b.cast("fptoui" if element == "ui8" else "fptosi", clamped, "i8")
         return signless if element == "i8" else b.op(f"builtin.unrealized_conversion_cast {signless} : i8 to ui8", "ui8")
 
-    return w.generic(dims, inputs, w.empty(y.type.with_element(element)), body)
+    return w.generic(dims, inputs, w.empty_like(y, element), body)
 
 
 def _to_float(b: FunctionWriter, value: Value, element: str) -> Value:

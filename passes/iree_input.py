@@ -9,7 +9,7 @@ torch-to-iree drops argument attributes, so the ties kvattn-cache-lifetime put o
 
     %past = hal.tensor.import wait(%w) => %argI        ⇒  hal.tensor.import wait(%w) => consume %argI
     %r = hal.tensor.barrier join(..., %present, ...)   ⇒
-    %a = hal.tensor.alias wait(%w) => %present : tensor<...> to %argI : !hal.buffer_view
+    %a = hal.tensor.alias wait(%w) => %present : tensor<...>{dynamic sizes} to %argI : !hal.buffer_view
     %r = hal.tensor.barrier join(..., %a, ...)
 
 as IREE's own ABI wrapper does: result N is computed in argument I's buffer, which the call
@@ -69,10 +69,24 @@ def _alias_results(func: ir.Operation, ties: dict[int, int]) -> None:
         barrier = barrier_result.owner
         present = barrier.operands[barrier_result.result_number]
         with ir.InsertionPoint(barrier), barrier.location:
+            sizes = _dynamic_sizes(present)
             alias = ir.Operation.create(
-                "hal.tensor.alias", results=[present.type], operands=[present, arguments[argument], wait_fence],
-                attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 1, 1])})
+                "hal.tensor.alias", results=[present.type], operands=[present, *sizes, arguments[argument], wait_fence],
+                attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, len(sizes), 1, 1])})
         barrier.operands[barrier_result.result_number] = alias.result
+
+
+def _dynamic_sizes(tensor: ir.Value) -> list[ir.Value]:
+    """One tensor.dim per dynamic dim of `tensor` (hal.tensor.alias takes them as operands)."""
+    ranked = ir.RankedTensorType(tensor.type)
+    index = ir.IndexType.get()
+    sizes = []
+    for axis in range(ranked.rank):
+        if ranked.is_dynamic_dim(axis):
+            position = ir.Operation.create("arith.constant", results=[index],
+                                           attributes={"value": ir.IntegerAttr.get(index, axis)}).result
+            sizes.append(ir.Operation.create("tensor.dim", results=[index], operands=[tensor, position]).result)
+    return sizes
 
 
 def _diagnostics(exc: ir.MLIRError) -> str:

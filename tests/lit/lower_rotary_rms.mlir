@@ -31,9 +31,10 @@ func.func @rotary_3d(%x: tensor<1x3x16xf32>, %cos: tensor<1x3x4xf32>, %sin: tens
 
 // RMSNormalization over the last two dims: Σx² reduced to [B], then x·rsqrt(Σx²/N + ε)·scale.
 // CHECK-LABEL: func.func @rms_axis1
+//       CHECK:   %[[N:.*]] = arith.constant 1.200000e+01 : f32
 //       CHECK:   %[[SUMS:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "reduction"]{{.*}} outs(%{{.*}} : tensor<2xf32>)
 //       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %[[SUMS]], %{{.*}} : tensor<2x3x4xf32>, tensor<2xf32>, tensor<4xf32>)
-//       CHECK:     arith.constant 1.200000e+01 : f32
+//       CHECK:     arith.divf %{{.*}}, %[[N]] : f32
 //       CHECK:     math.rsqrt
 func.func @rms_axis1(%x: tensor<2x3x4xf32>, %scale: tensor<4xf32>) -> tensor<2x3x4xf32> {
   %0 = "kvattn.rms_normalization"(%x, %scale) {axis = 1 : i64, onnx_node = "norm", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1>, resultSegmentSizes = array<i32: 1>} : (tensor<2x3x4xf32>, tensor<4xf32>) -> tensor<2x3x4xf32>

@@ -1,0 +1,29 @@
+"""What every lowering rule receives (like JAX's LoweringRuleContext): one object instead of a
+growing argument list."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvattn.lowering.diagnostics import UnsupportedError
+from kvattn.lowering.dialect import KvOp
+from kvattn.lowering.mlir_text import FunctionWriter, Value
+from kvattn.lowering.options import LoweringOptions
+
+
+@dataclasses.dataclass
+class RuleContext:
+    op: KvOp  # the kvattn op being lowered (attributes, result types, the ONNX node's name)
+    w: FunctionWriter  # writes the replacement; asks for sizes
+    args: dict[str, Value]  # the op's present operands by spec name
+    options: LoweringOptions  # the target's lowering choices
+
+    def error(self, message: str):
+        return self.op.error(message)
+
+    def unsupported(self, what: str) -> UnsupportedError:
+        return UnsupportedError(self.op.spec.onnx_op, self.op.node, what)
+
+    def require_equal(self, a, b, message: str) -> None:
+        """Sizes that must agree: compared at run time (a failed call naming the node) unless static."""
+        self.w.require_equal(a, b, str(self.op.error(message)))
