@@ -98,10 +98,13 @@ def _broadcast_mask(ctx: RuleContext, mask: Value, sizes: AttentionSizes):
             w.require(enough, str(ctx.error("attn_mask covers more keys than there are")))
         pad = w.constant(0, "i1") if mask.element == "i1" else w.constant(-math.inf, mask.element)
         mask = w.pad_high(mask, rank - 1, w.sub(sizes.total_len, keys), pad)
-    expected = {"b": sizes.batch, "q_head": sizes.q_heads, "s": sizes.query_len, "l": sizes.total_len}
+    expected = {"b": sizes.batch, "q_head": sizes.q_heads, "s": sizes.query_len}
     results = []
     for dim, role in enumerate(roles):
         size = w.dim(mask, dim)
+        if role == "l":  # equal to the key count, or padded to it above
+            results.append(role)
+            continue
         if size == 1 and expected[role] != 1:
             results.append("0")
             continue
