@@ -7,8 +7,8 @@ import statistics
 import time
 
 
-def median_ms(function, repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of `function()` over `repeats` calls, after `warmup` calls."""
+def samples_ms(function, repeats: int, warmup: int = 3) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `function()`, after `warmup` calls."""
     for _ in range(warmup):
         function()
     samples = []
@@ -16,7 +16,12 @@ def median_ms(function, repeats: int, warmup: int = 3) -> float:
         start = time.perf_counter()
         function()
         samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return samples
+
+
+def median_ms(function, repeats: int, warmup: int = 3) -> float:
+    """Median milliseconds of `function()` over `repeats` calls, after `warmup` calls."""
+    return statistics.median(samples_ms(function, repeats, warmup))
 
 
 def machine() -> str:

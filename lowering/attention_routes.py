@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
-from kvattn.lowering.attention_tiles import cpu_compilation_info
+from kvattn.lowering.attention_tiles import FEW_QUERIES, cpu_compilation_info
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
 from kvattn.lowering.options import LoweringOptions
 
@@ -79,8 +79,6 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     maps.append(affine_map(DIMS, o.out_roles))
     operand_roles = [o.q_roles, o.key_roles, o.value_roles] + ([attention_bias[1]] if attention_bias else []) + [o.out_roles]
     static = {role: size if isinstance(size, int) else None for role, size in sizes.items()}
-    config = cpu_compilation_info(static, operand_roles, compute) if options.cpu_attention_tiles else None
-    attributes = f" {{compilation_info = {config}}}" if config else ""
     init = w.empty([o.sizes.size[r] for r in o.out_roles], compute)
 
     def score_region(region: FunctionWriter, block: list[Value]) -> Value:
@@ -90,10 +88,25 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
         natural = region.binary("divf", block[0], log2e)
         return region.binary("mulf", score_mod.apply(region, natural, []), log2e)
 
-    out = w.region_op(f"iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]>{attributes} "
-                      f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {init.mlir_type})",
-                      [Value("%score", "f32")], score_region, "iree_linalg_ext.yield", f"-> {init.mlir_type}",
-                      init.type, init.sizes, "attn")
+    def attention(b: FunctionWriter, config: str | None) -> Value:
+        attributes = f" {{compilation_info = {config}}}" if config else ""
+        return b.region_op(f"iree_linalg_ext.attention <indexing_maps = [{', '.join(maps)}]>{attributes} "
+                           f"ins({', '.join(ins)} : {', '.join(types)}) outs({init} : {init.mlir_type})",
+                           [Value("%score", "f32")], score_region, "iree_linalg_ext.yield", f"-> {init.mlir_type}",
+                           init.type, init.sizes, "attn")
+
+    if not options.cpu_attention_tiles:
+        out = attention(w, None)
+    elif static["s"] is not None:
+        out = attention(w, cpu_compilation_info(static, operand_roles, compute))
+    else:
+        # The query count is known only at run time: decode tiles for a few queries, prefill
+        # tiles for a prompt, chosen by an scf.if around two copies of the op.
+        w.note(f"query count known at run time: decode tiles below {FEW_QUERIES} queries, prefill tiles from there")
+        few = w.compare("cmpi", "ult", w.index(sizes["s"]), w.index(FEW_QUERIES))
+        out = w.if_else(few, lambda b: attention(b, cpu_compilation_info(static, operand_roles, compute, queries=1)),
+                        lambda b: attention(b, cpu_compilation_info(static, operand_roles, compute)),
+                        init.type, init.sizes)
     if bias is not None:
         out = zero_fully_masked_rows(w, out, o.out_roles, *bias)
     return out

@@ -5,8 +5,10 @@ leaves decode ~50× and prefill ~40× above what a tuned config reaches (measure
 on the benchmark shapes, 32/8 heads, head 128: decode 20 ms → 0.4 ms, prefill 512 1180 ms →
 29 ms). The rule, over the iteration space (b, h, g, s, l, d, e) of `attention_operands.DIMS`:
 
-  rows      S ≥ 8 or S dynamic: 8 query positions per vector tile (64 per workgroup), one
-            query head; S < 8: all S positions and up to 8/S query heads of the group (decode: 4 of G)
+  rows      S ≥ 8: 8 query positions per vector tile (64 per workgroup), one query head;
+            S < 8: all S positions and up to 8/S query heads of the group (decode: 4 of G);
+            S dynamic: both configs, on two copies of the op chosen at run time by S < 8
+            (decode tiles as for S = 1)
   e         the whole value head per tile;  b, h: one at a time
   l         reduce over 8 keys per step (fewer when there are fewer keys)
   d         not tiled (the whole head is one dot product)
@@ -30,6 +32,7 @@ TILED_ELEMENTS = ("f32",)  # attention compute types that get a config
 KEY_STEP = 8  # keys reduced per step
 ROWS = 8  # query rows per vector tile
 ROWS_PER_WORKGROUP = 64
+FEW_QUERIES = ROWS  # a dynamic query count below this takes the decode tiles (chosen at run time)
 
 
 def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -61,13 +64,14 @@ def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str,
 
 
 def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[str, ...]],
-                         element: str) -> str | None:
+                         element: str, queries: int | None = None) -> str | None:
     """The compilation_info attribute for an f32 attention with these dim sizes (None: dynamic)
     whose operands (Q, K, V, mask, output) read the dims in `operand_roles`, or None when IREE's
-    defaults should stay."""
+    defaults should stay. `queries` overrides the query count the rows are chosen for (a
+    dynamic count that is known to be small at run time)."""
     if element not in TILED_ELEMENTS:
         return None
-    queries, group = size["s"], size["g"]
+    queries, group = queries or size["s"], size["g"]
     if queries is None or queries >= ROWS:  # prefill, or a query count known only at run time
         vector_rows = {"g": 1, "s": ROWS}
         workgroup_rows = {"g": 1, "s": ROWS_PER_WORKGROUP if queries is None else min(queries, ROWS_PER_WORKGROUP)}

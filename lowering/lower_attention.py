@@ -30,10 +30,16 @@ from kvattn.lowering.rule_context import RuleContext
 
 
 def lower_attention(ctx: RuleContext) -> dict[str, Value]:
+    op, options = ctx.op, ctx.options
+    element = dialect.float_type(op, "Q")
+    precision = _reference_precision(op, element)
+    fused = op.result("qk_matmul_output") is None and not precision
+    tiled = fused and options.cpu_attention_tiles
+    if tiled:  # the tiles must meet the op as written
+        ctx = ctx.behind_barrier()
     ctx = _dequantized(ctx)
-    op, w, args, options = ctx.op, ctx.w, ctx.args, ctx.options
+    w, args = ctx.w, ctx.args
     sizes = AttentionSizes(ctx)
-    element = args["Q"].element
     q, q_roles = query_in_roles(ctx, sizes)
     key, key_roles, present_key = keys_or_values(ctx, sizes, "K", "past_key", "present_key")
     value, value_roles, present_value = keys_or_values(ctx, sizes, "V", "past_value", "present_value")
@@ -46,12 +52,11 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     scale = op.attr("scale")
     scale = 1.0 / math.sqrt(sizes.head_q) if scale is None else scale
     operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes)
-    precision = _reference_precision(op, element)
     cap = op.attr("softcap")
     softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap else None
 
     results = {}
-    if op.result("qk_matmul_output") is not None or precision:
+    if not fused:
         if precision:
             w.note(f"unfused: {element} attention without softmax_precision=FLOAT, each step rounded to "
                    f"{element} where the ONNX reference rounds")
@@ -90,6 +95,8 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     if "Y_scale" in args:
         results["Y"] = quantize(w, results["Y"], args["Y_scale"], args.get("Y_zero_point"), op.attr("Y_axis"),
                                 op.result_type("Y").element)
+    if tiled:  # and the consumers' reshapes out of it
+        results["Y"] = w.reshape_barrier(results["Y"], "end")
     if op.result("present_key") is not None:
         results["present_key"] = present_key
     if op.result("present_value") is not None:

@@ -135,6 +135,22 @@ class FunctionWriter:
         self.line(f"}} {tail} {self.location}")
         return Value(name, result_type, tuple(sizes) if sizes is not None else None)
 
+    def if_else(self, condition: Value, then_body: Callable[["FunctionWriter"], Value],
+                else_body: Callable[["FunctionWriter"], Value], result_type, sizes: Sequence[Dim]) -> Value:
+        """`scf.if` yielding one value: `then_body`'s when `condition` holds, else `else_body`'s."""
+        name = self.fresh("if")
+        type_text = result_type.mlir if isinstance(result_type, TensorType) else result_type
+        self.line(f"{name} = scf.if {condition} -> ({type_text}) {{")
+        for index, body in enumerate((then_body, else_body)):
+            if index:
+                self.line("} else {")
+            inner = self.nested()
+            yielded = body(inner)
+            self.absorb(inner)
+            self.line(f"  scf.yield {yielded} : {yielded.mlir_type}")
+        self.line(f"}} {self.location}")
+        return Value(name, result_type, tuple(sizes))
+
     # -- sizes -------------------------------------------------------------------------
     def dim(self, value: Value, axis: int) -> Dim:
         """The size of `value`'s dim `axis`: static, carried, or one cached tensor.dim."""
@@ -208,6 +224,16 @@ class FunctionWriter:
     def require(self, condition: Value, message: str) -> None:
         text = message.replace("\\", "/").replace('"', "'")
         self.line(f'cf.assert {condition}, "{text}" {self.location}')
+
+    def reshape_barrier(self, value: Value, side: str) -> Value:
+        """`value` through an iree_tensor_ext.compute_barrier: "start" keeps reshapes above it
+        from moving down past it, "end" keeps reshapes below it from moving up."""
+        value = self.with_sizes(value)
+        dynamic = ", ".join(str(d) for d in value.sizes if isinstance(d, Value))
+        return self.op(f"iree_tensor_ext.compute_barrier.{side} {value} : {value.mlir_type}"
+                       f"{{{dynamic}}} -> {value.mlir_type}" if dynamic else
+                       f"iree_tensor_ext.compute_barrier.{side} {value} : {value.mlir_type} -> {value.mlir_type}",
+                       value.type, "barrier", value.sizes)
 
     # -- scalars -----------------------------------------------------------------------
     def constant(self, value, scalar: str) -> Value:

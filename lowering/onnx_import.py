@@ -41,6 +41,8 @@ def load_model(source) -> onnx.ModelProto:
                 if not os.path.isfile(source):
                     raise KvattnError(f"{what}: no such file")
                 model = onnx.load(os.fspath(source))
+        except onnx.checker.ValidationError as exc:  # raised for a missing external data file
+            raise KvattnError(f"{what}: cannot load its external data: {exc}") from None
         except (DecodeError, RuntimeError, ValueError, OSError) as exc:
             raise KvattnError(f"{what} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
         if not model.graph.node and not model.graph.output:

@@ -21,6 +21,14 @@ class RuleContext:
     def error(self, message: str):
         return self.op.error(message)
 
+    def behind_barrier(self) -> "RuleContext":
+        """The context with every operand passed through a compute_barrier.start, so that IREE
+        cannot move the model's reshapes into the lowered ops (it propagates a repeat_kv
+        Expand/Reshape into the attention, which changes its loops under a compilation_info
+        chosen for the op as written; found on a transformers StaticCache export)."""
+        return dataclasses.replace(self, args={name: self.w.reshape_barrier(value, "start")
+                                               for name, value in self.args.items()})
+
     def unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(self.op.spec.onnx_op, self.op.node, what)
 
