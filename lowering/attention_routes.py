@@ -51,6 +51,7 @@ class Operands:
     out_roles: tuple[str, ...]
     scale: float
     sizes: AttentionSizes
+    dequantized: bool = False  # Q, K or V come from a fused dequantization (it joins the attention's dispatch)
 
 
 def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod | None,
@@ -98,14 +99,14 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     if not options.cpu_attention_tiles:
         out = attention(w, None)
     elif static["s"] is not None:
-        out = attention(w, cpu_compilation_info(static, operand_roles, compute))
+        out = attention(w, cpu_compilation_info(static, operand_roles, compute, fused_producers=o.dequantized))
     else:
         # The query count is known only at run time: decode tiles for a few queries, prefill
         # tiles for a prompt, chosen by an scf.if around two copies of the op.
         w.note(f"query count known at run time: decode tiles below {FEW_QUERIES} queries, prefill tiles from there")
         few = w.compare("cmpi", "ult", w.index(sizes["s"]), w.index(FEW_QUERIES))
-        out = w.if_else(few, lambda b: attention(b, cpu_compilation_info(static, operand_roles, compute, queries=1)),
-                        lambda b: attention(b, cpu_compilation_info(static, operand_roles, compute)),
+        configs = [cpu_compilation_info(static, operand_roles, compute, queries, o.dequantized) for queries in (1, None)]
+        out = w.if_else(few, lambda b: attention(b, configs[0]), lambda b: attention(b, configs[1]),
                         init.type, init.sizes)
     if bias is not None:
         out = zero_fully_masked_rows(w, out, o.out_roles, *bias)

@@ -51,7 +51,8 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     out_roles = tuple("e" if r == "d" else r for r in q_roles)
     scale = op.attr("scale")
     scale = 1.0 / math.sqrt(sizes.head_q) if scale is None else scale
-    operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes)
+    operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes,
+                        dequantized=any(f"{name}_scale" in args for name in ("Q", "K", "V")))
     cap = op.attr("softcap")
     softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap else None
 

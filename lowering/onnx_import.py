@@ -59,6 +59,7 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model whose nodes all have unique names and whose intermediate values carry
     the types ONNX shape inference gives them (the user's model is untouched)."""
     named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    _forget_inferred_qk_length(named)
     taken = {node.name for node in named.graph.node if node.name}
     for index, node in enumerate(named.graph.node):
         if not node.name:
@@ -68,6 +69,28 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
             node.name = name
             taken.add(name)
     return named
+
+
+def _forget_inferred_qk_length(model: onnx.ModelProto) -> None:
+    """ONNX 1.23 infers Attention's qk_matmul_output as [B, H, S, 0] when the key or past length
+    is not static (the module would return an empty tensor): make that dim unknown again."""
+    values = {value.name: value for value in
+              list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+
+    def dims(name):
+        return values[name].type.tensor_type.shape.dim if name in values else []
+
+    for node in model.graph.node:
+        if node.op_type != "Attention" or len(node.output) < 4 or not node.output[3]:
+            continue
+        key = dims(node.input[1])
+        lengths = [key[2 if len(key) == 4 else 1] if len(key) in (3, 4) else None]
+        if len(node.input) > 4 and node.input[4]:
+            past = dims(node.input[4])
+            lengths.append(past[2] if len(past) == 4 else None)
+        qk = dims(node.output[3])
+        if len(qk) == 4 and any(length is None or not length.HasField("dim_value") for length in lengths):
+            qk[3].Clear()
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -2,6 +2,9 @@
 
     rep = kvattn.runtime.backend.prepare(model_proto, device="CPU")
     outputs = rep.run([x, y])          # or rep.run({"x": x, "y": y})
+
+`prepare(model, device, dims={"batch": 1})` binds symbolic dims first (onnxruntime's
+free-dimension overrides; passes/bind_dims.py); `arch=` picks the target's chip.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class KvattnBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> KvattnRep:
         target = targets.for_onnx_device(device)
-        compiled = compile_model(model, target.name, kwargs.get("arch"))
+        compiled = compile_model(model, target.name, kwargs.get("arch"), dims=kwargs.get("dims"))
         return KvattnRep(CompiledModule(compiled.vmfb, target.driver))
 
     @classmethod

@@ -1,4 +1,9 @@
-"""The `kvattn` command line: compile, run, inspect, demo."""
+"""The `kvattn` command line: compile, run, inspect, demo.
+
+No command prints a Python traceback unless asked (`--debug` or KVATTN_DEBUG=1): the user's
+mistakes (KvattnError, and file-system errors naming a path) are `kvattn: error: ...` with exit
+code 1; failures inside kvattn or IREE are `kvattn: internal error ...` with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import argparse
 import os
 import pathlib
 import sys
+import traceback
 
 import numpy as np
 
-from kvattn.lowering.diagnostics import KvattnError
+from kvattn.lowering.diagnostics import InternalError, KvattnError
 from kvattn.runtime import compiler, targets
 
 _STAGES = ("imported", "raised", "lowered", "input") + compiler.IREE_STAGES
+_DEBUG_HELP = "show the Python traceback of a failure (also KVATTN_DEBUG=1)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("KVATTN_DEBUG") == "1"
     try:
         return args.handler(args) or 0
-    except KvattnError as exc:
-        print(f"kvattn: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("kvattn: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # every failure becomes a message; the traceback only with --debug
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, KvattnError):
+            print(f"kvattn: error: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError) and exc.filename is not None:
+            print(f"kvattn: error: '{exc.filename}': {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, InternalError):
+            print(f"kvattn: {exc}", file=sys.stderr)
+        else:
+            first_line = (str(exc).strip().splitlines() or ["(no message)"])[0]
+            print(f"kvattn: internal error: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        if not debug:
+            print("kvattn: rerun with --debug for the traceback", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,20 +59,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile ONNX models that use Attention / TensorScatter to IREE modules, run them, "
                     "and show the IR at every stage.",
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    # Each subcommand takes --debug too (after its name); SUPPRESS keeps a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("compile", help="compile an .onnx model to a .vmfb",
+    p = sub.add_parser("compile", help="compile an .onnx model to a .vmfb", parents=[common],
                        description="Compile an ONNX model to an IREE .vmfb module.")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the .vmfb")
     _add_target_options(p)
     p.add_argument("--dump-ir", metavar="DIR",
                    help="write the IR after each kvattn stage (and iree-compile's phases under DIR/iree)")
-    _add_static_cache_option(p)
+    _add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_compile)
 
-    p = sub.add_parser("run", help="run a .vmfb (or an .onnx, compiled and cached first)",
+    p = sub.add_parser("run", help="run a .vmfb (or an .onnx, compiled and cached first)", parents=[common],
                        description="Run a compiled module with inputs from .npy files and print or save its outputs. "
                                    "An .onnx argument is compiled first; the vmfb is cached by content and flags "
                                    f"(in $KVATTN_CACHE_DIR, default {compiler.cache_dir()}).")
@@ -65,22 +91,22 @@ def _parser() -> argparse.ArgumentParser:
                         "step, or N arrays stacked on a new leading axis. Outputs are stacked per step; the "
                         "caches are written once, after the last step")
     _add_target_options(p, "when compiling an .onnx argument")
-    _add_static_cache_option(p)
+    _add_model_options(p, "when compiling an .onnx argument")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("inspect", help="show the IR at a stage, or a summary of the compilation",
+    p = sub.add_parser("inspect", help="show the IR at a stage, or a summary of the compilation", parents=[common],
                        description="Without --stage: which ONNX nodes became which kvattn ops, what each lowered "
                                    "to, and how many dispatches the module has. With --stage: the IR at that stage "
                                    "(kvattn stages: imported, raised, lowered, input; IREE stages via --compile-to).")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--stage", choices=_STAGES, help="print the IR at this stage")
     _add_target_options(p, "for IREE stages")
-    _add_static_cache_option(p)
+    _add_model_options(p)
     p.set_defaults(handler=_inspect)
 
     p = sub.add_parser("demo", help="compile and run a built-in decode-step model, checked against onnx.reference",
-                       description="Build a decode step (two TensorScatter cache updates + Attention-24 with GQA and "
+                       parents=[common], description="Build a decode step (two TensorScatter cache updates + Attention-24 with GQA and "
                                    "nonpad_kv_seqlen), compile it, run 8 decode steps in a decode session (the "
                                    "caches stay on the device, updated in place), and check every step against "
                                    "onnx.reference.")
@@ -103,11 +129,26 @@ def _add_target_options(parser: argparse.ArgumentParser, when: str = "") -> None
                            help=f"{name} chip (default {target.default_arch})")
 
 
-def _add_static_cache_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--static-kv-cache", type=int, metavar="MAX_LEN",
-                        help="rewrite concat-style KV caches (Attention past_key/past_value -> present_*, or a "
-                             "Concat of a past cache before Attention) into caches of MAX_LEN rows updated in "
-                             "place, with a new 'past_length' input; `run --steps` feeds it for you")
+def _add_model_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    group = parser.add_argument_group("model rewrites" + (f" ({when})" if when else ""))
+    group.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
+                       help="bind the model's symbolic dim NAME (an ONNX dim_param of its inputs/outputs, e.g. "
+                            "batch or past_seq) to the size VALUE before compiling; repeat for each dim. The sizes "
+                            "computed from it are folded, and the module takes only that size")
+    group.add_argument("--static-kv-cache", type=int, metavar="MAX_LEN",
+                       help="rewrite concat-style KV caches (Attention past_key/past_value -> present_*, or a "
+                            "Concat of a past cache before Attention) into caches of MAX_LEN rows updated in "
+                            "place, with a new 'past_length' input; `run --steps` feeds it for you")
+
+
+def _dims(specs: list[str]) -> dict[str, int]:
+    dims = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not (name and sep and value.strip().isdigit()):
+            raise KvattnError(f"--dim '{spec}' must look like NAME=VALUE with VALUE a non-negative integer")
+        dims[name] = int(value)
+    return dims
 
 
 def _arch(args) -> str | None:
@@ -121,9 +162,14 @@ def _progress(args):
 
 
 def _compile(args) -> int:
-    compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir,
-                                      progress=_progress(args), static_kv_cache=args.static_kv_cache)
-    pathlib.Path(args.output).write_bytes(compiled.vmfb)
+    output = pathlib.Path(args.output)
+    if output.is_dir():
+        raise KvattnError(f"-o '{output}' is a directory; give the path of the .vmfb to write")
+    if not output.parent.is_dir():
+        raise KvattnError(f"-o '{output}': the directory '{output.parent}' does not exist")
+    compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir, progress=_progress(args),
+                                      static_kv_cache=args.static_kv_cache, dims=_dims(args.dim))
+    output.write_bytes(compiled.vmfb)
     if not args.quiet:
         print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes)", file=sys.stderr)
     return 0
@@ -136,9 +182,13 @@ def _run(args) -> int:
     if not path.is_file():
         raise KvattnError(f"'{path}': no such file")
     inputs = _read_inputs(args.input)
+    if args.output_dir and pathlib.Path(args.output_dir).exists() and not pathlib.Path(args.output_dir).is_dir():
+        raise KvattnError(f"--output-dir '{args.output_dir}' is a file, not a directory")
     if path.suffix == ".onnx":
         module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args),
-                                                        args.static_kv_cache))
+                                                        args.static_kv_cache, _dims(args.dim)))
+    elif args.dim or args.static_kv_cache is not None:
+        raise KvattnError(f"--dim and --static-kv-cache apply when compiling; '{path}' is already compiled")
     else:
         module = CompiledModule.load(path)
     outputs = module.run(inputs) if args.steps is None else _run_steps(module, inputs, args.steps, _progress(args))
@@ -194,7 +244,7 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
             raise KvattnError(f"--input '{spec}' must look like NAME=@FILE.npy")
         try:
             inputs[name] = np.load(value[1:], allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise KvattnError(f"--input {name}: cannot read '{value[1:]}' as .npy: {exc}") from None
     return inputs
 
@@ -206,11 +256,12 @@ def _file_name(name: str) -> str:
 def _inspect(args) -> int:
     from kvattn.runtime import inspect
 
+    dims = _dims(args.dim)
     if args.stage:
-        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache)
+        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache, dims)
         print(text)
     else:
-        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache))
+        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache, dims))
     return 0
 
 

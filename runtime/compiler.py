@@ -2,6 +2,7 @@
 
 `compile_model` is the Python API behind `kvattn compile`; `compile_to_stage` gives the IR at
 any stage for `kvattn inspect`; `compile_cached` memoizes vmfbs by model content and flags.
+Each takes `dims` ({symbolic dim: size}, passes/bind_dims.py), bound before anything else.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import hashlib
 import importlib
 import os
 import pathlib
-from typing import Callable
+import re
+from typing import Callable, Mapping
 
 import onnx
 from iree.compiler import ir
@@ -22,8 +24,8 @@ from iree.compiler import version as iree_version
 
 import kvattn
 from kvattn.lowering import onnx_import, tensor_types
-from kvattn.lowering.diagnostics import KvattnError
-from kvattn.passes import pipeline, static_kv_cache
+from kvattn.lowering.diagnostics import InternalError, KvattnError
+from kvattn.passes import bind_dims, pipeline, static_kv_cache
 from kvattn.runtime import targets
 from kvattn.runtime.manifest import REFLECTION_KEY, CacheLink, Manifest, ScatterBound, StaticCacheInfo, TensorSpec
 
@@ -39,27 +41,24 @@ class CompiledModel:
 
 def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
                   dump_ir: str | os.PathLike | None = None, progress: Progress | None = None,
-                  static_kv_cache: int | None = None) -> CompiledModel:
+                  static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
-    default the target's). With `static_kv_cache`, concat-style KV caches are rewritten to that
-    fixed capacity first (passes/static_kv_cache.py).
+    default the target's). With `dims`, those symbolic dims are bound first; with
+    `static_kv_cache`, concat-style KV caches are then rewritten to that fixed capacity
+    (passes/static_kv_cache.py).
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
     target_info = targets.get(target)
-    model = onnx_import.load_model(source)
-    static_info = None
-    if static_kv_cache is not None:
-        say(f"rewriting KV caches to {static_kv_cache} rows")
-        model, static_info = _static_caches(model, static_kv_cache)
     dump_dir = pathlib.Path(dump_ir) if dump_ir is not None else None
     if dump_dir:
-        dump_dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(dump_dir, "--dump-ir")
+    model, static_info = _prepared(source, dims, static_kv_cache, say)
     signature = {}
 
     def on_stage(stage: str, module: ir.Module) -> None:
         say(f"stage {stage}")
         if stage == "imported":
-            signature.update(_signature(module))
+            signature.update(_signature(module, model))
         if dump_dir:
             index = pipeline.KVATTN_STAGES.index(stage)
             (dump_dir / f"{index:02d}-{stage}.mlir").write_text(str(module))
@@ -87,15 +86,14 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
 
 
 def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | None = None,
-                     static_kv_cache: int | None = None) -> tuple[str, pipeline.PipelineResult]:
+                     static_kv_cache: int | None = None,
+                     dims: Mapping[str, int] | None = None) -> tuple[str, pipeline.PipelineResult]:
     """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text."""
-    model = onnx_import.load_model(source)
-    if static_kv_cache is not None:
-        model, _ = _static_caches(model, static_kv_cache)
-    context = onnx_import.make_context()
-    kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:
         raise KvattnError(f"unknown stage '{stage}'; stages: {', '.join(pipeline.KVATTN_STAGES + IREE_STAGES)}")
+    model, _ = _prepared(source, dims, static_kv_cache)
+    context = onnx_import.make_context()
+    kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
     result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering)
     with context:
         text = str(result.module)
@@ -105,26 +103,53 @@ def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | N
 
 
 def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str | None = None,
-                   progress: Progress | None = None, static_kv_cache: int | None = None) -> bytes:
-    """The vmfb for an .onnx file, from the cache when the file, options, kvattn's own code and
-    IREE's version match."""
-    content = pathlib.Path(path).read_bytes()
+                   progress: Progress | None = None, static_kv_cache: int | None = None,
+                   dims: Mapping[str, int] | None = None) -> bytes:
+    """The vmfb for an .onnx file, from the cache when the model (with its external data),
+    options, kvattn's own code and IREE's version match."""
+    model = onnx_import.load_model(path)
     key = hashlib.sha256()
-    for part in (content, target.encode(), " ".join(targets.get(target).flags(arch)).encode(),
-                 str(static_kv_cache).encode(), _kvattn_code_digest(), iree_version.VERSION.encode()):
+    for part in (model.SerializeToString(), target.encode(), " ".join(targets.get(target).flags(arch)).encode(),
+                 str(static_kv_cache).encode(), str(sorted((dims or {}).items())).encode(),
+                 _kvattn_code_digest(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")
-    cache_file = cache_dir() / f"{key.hexdigest()}.vmfb"
+    directory = cache_dir()
+    cache_file = directory / f"{key.hexdigest()}.vmfb"
     if cache_file.is_file():
         if progress:
             progress(f"using cached {cache_file}")
         return cache_file.read_bytes()
-    vmfb = compile_model(content, target, arch, progress=progress, static_kv_cache=static_kv_cache).vmfb
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    _make_dir(directory, "the compile cache (KVATTN_CACHE_DIR)")
+    vmfb = compile_model(model, target, arch, progress=progress, static_kv_cache=static_kv_cache, dims=dims).vmfb
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_bytes(vmfb)
-    temporary.replace(cache_file)
+    try:
+        temporary.write_bytes(vmfb)
+        temporary.replace(cache_file)
+    except OSError as exc:
+        raise KvattnError(f"the compile cache (KVATTN_CACHE_DIR): cannot write '{temporary}': "
+                          f"{exc.strerror or exc}") from None
     return vmfb
+
+
+def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | None,
+              say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None]:
+    """The loaded model with `dims` bound and its caches made static, as asked."""
+    model = onnx_import.load_model(source)
+    if dims:
+        say(f"binding {', '.join(f'{name}={value}' for name, value in dims.items())}")
+        model = bind_dims.bind(model, dims)
+    if static_kv_cache is None:
+        return model, None
+    say(f"rewriting KV caches to {static_kv_cache} rows")
+    return _static_caches(model, static_kv_cache)
+
+
+def _make_dir(path: pathlib.Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KvattnError(f"{what}: cannot create the directory '{path}': {exc.strerror or exc}") from None
 
 
 @functools.cache
@@ -147,23 +172,41 @@ def cache_dir() -> pathlib.Path:
 
 
 def iree_compile(text: str, flags: list[str]) -> bytes:
+    """iree-compile's output; its diagnostics as a KvattnError, a crash as an InternalError."""
     try:
         return iree_tools.compile_str(text, extra_args=flags)
     except iree_tools.CompilerToolError as exc:
-        raise KvattnError(f"iree-compile failed:\n{_diagnostics(str(exc))}") from None
+        diagnostics = _diagnostics(str(exc))
+        code = re.search(r"^Error code: (-?\d+)$", str(exc), re.MULTILINE)
+        status = int(code.group(1)) if code else 1
+        if status < 0 or status > 128 or "Stack dump:" in diagnostics:  # killed by a signal, or LLVM's crash handler
+            how = f"signal {-status}" if status < 0 else f"exit code {status}"
+            first = next((line for line in diagnostics.splitlines() if line.strip()), "no diagnostics")
+            raise InternalError(f"iree-compile crashed ({how}): {first}\n{diagnostics}") from None
+        raise KvattnError(f"iree-compile failed:\n{diagnostics}") from None
+
+
+_EXECUTABLE_TARGET = re.compile(r'#hal\.executable\.target<("[^"]*", "[^"]*"), \{.*?\}>')
 
 
 def _diagnostics(message: str, max_lines: int = 40) -> str:
     """The compiler's diagnostics from a CompilerToolError message, without the invocation."""
     _, found, diagnostics = message.partition("Diagnostics:")
     diagnostics = (diagnostics if found else message).split("Invoked with:")[0].strip()
+    # Executable targets print with every CPU feature (thousands of characters a line).
+    diagnostics = _EXECUTABLE_TARGET.sub(r"#hal.executable.target<\1, ...>", diagnostics)
     return "\n".join(diagnostics.splitlines()[:max_lines])
 
 
-def _signature(module: ir.Module) -> dict:
+def _signature(module: ir.Module, model: onnx.ModelProto) -> dict:
+    """The imported function's arguments and results as TensorSpecs, with the ONNX dim_param
+    names of the model's graph inputs and outputs."""
     func = module.body.operations[0].operation
     function_type = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
     input_names, output_names = onnx_import.signature_names(func)
+    symbols = {value.name: tuple(d.dim_param if d.dim_param and not d.HasField("dim_value") else None
+                                 for d in value.type.tensor_type.shape.dim)
+               for value in list(model.graph.input) + list(model.graph.output)}
 
     def specs(names, types, what):
         found = []
@@ -171,7 +214,9 @@ def _signature(module: ir.Module) -> dict:
             tensor = tensor_types.from_torch(type_)
             if tensor is None:
                 raise KvattnError(f"model {what} '{name}' is not a tensor ({type_}); only tensors are supported")
-            found.append(TensorSpec(name, tensor.shape, tensor.element))
+            dims = symbols.get(name, ())
+            dims = tuple(None if size is not None else symbol for size, symbol in zip(tensor.shape, dims))
+            found.append(TensorSpec(name, tensor.shape, tensor.element, dims))
         return tuple(found)
 
     return {"inputs": specs(input_names, function_type.inputs, "input"),

@@ -23,7 +23,7 @@ def upload(device: ireert.HalDevice, array: np.ndarray) -> ireert.HalBufferView:
         memory_type=ireert.MemoryType.DEVICE_LOCAL,
         allowed_usage=ireert.BufferUsage.DEFAULT,
         device=device,
-        buffer=np.ascontiguousarray(array),
+        buffer=np.require(array, requirements="C"),  # ascontiguousarray would make rank 0 rank 1
         element_type=element_type,
     )
 

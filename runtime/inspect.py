@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 import onnx
 
@@ -17,11 +18,12 @@ def count_dispatches(flow_ir: str) -> int:
     return len(_DISPATCH.findall(flow_ir))
 
 
-def summary(source, target: str = "llvm-cpu", arch: str | None = None, static_kv_cache: int | None = None) -> str:
-    model = onnx_import.load_model(source)
-    flow_ir, result = compiler.compile_to_stage(model, "flow", target, arch, static_kv_cache)
-    if static_kv_cache is not None:
-        model = result.named_model
+def summary(source, target: str = "llvm-cpu", arch: str | None = None, static_kv_cache: int | None = None,
+            dims: Mapping[str, int] | None = None) -> str:
+    """The summary `kvattn inspect` prints; its inputs and outputs are those of the model as
+    compiled (bound `dims`, static caches)."""
+    flow_ir, result = compiler.compile_to_stage(source, "flow", target, arch, static_kv_cache, dims)
+    model = result.named_model
     raised = {node.node: node for node in result.raised}
     others = result.left_for_iree
     lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}"]

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from kvattn.lowering.tensor_types import TensorType, numpy_dtype
+from kvattn.lowering.tensor_types import numpy_dtype
 
 REFLECTION_KEY = "kvattn.manifest"
 
@@ -21,13 +21,22 @@ class TensorSpec:
     name: str
     shape: tuple[int | None, ...]
     element: str  # builtin MLIR element type, e.g. "f32"
+    # The ONNX dim_param of each axis (None where static or unnamed); () when unknown. Inputs
+    # that share a name must agree on its size at run time.
+    dims: tuple[str | None, ...] = ()
 
     @property
     def dtype(self) -> np.dtype:
         return numpy_dtype(self.element)
 
+    def axes(self) -> list[str]:
+        """Each axis as its size, else its symbol, else ?."""
+        symbols = self.dims or (None,) * len(self.shape)
+        return [symbol or ("?" if size is None else str(size)) for size, symbol in zip(self.shape, symbols)]
+
     def describe(self) -> str:
-        return f"{self.name}: {TensorType(self.shape, self.element).describe()}"
+        """`name: float32[batch,8,?,16]`."""
+        return f"{self.name}: {self.dtype.name}[{','.join(self.axes())}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +90,15 @@ class Manifest:
         return Manifest(
             entry=raw["entry"],
             target=raw["target"],
-            inputs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["element"]) for s in raw["inputs"]),
-            outputs=tuple(TensorSpec(s["name"], tuple(s["shape"]), s["element"]) for s in raw["outputs"]),
+            inputs=tuple(_tensor_spec(s) for s in raw["inputs"]),
+            outputs=tuple(_tensor_spec(s) for s in raw["outputs"]),
             scatter_bounds=tuple(ScatterBound(**b) for b in raw["scatter_bounds"]),
             nodes=tuple(raw["nodes"]),
             caches=tuple(CacheLink(**c) for c in raw["caches"]),
             static_cache=StaticCacheInfo(**raw["static_cache"]) if raw["static_cache"] else None,
         )
+
+
+def _tensor_spec(raw: dict) -> TensorSpec:
+    # vmfbs from before symbolic dims were recorded have no "dims"
+    return TensorSpec(raw["name"], tuple(raw["shape"]), raw["element"], tuple(raw.get("dims", ())))

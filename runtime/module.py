@@ -2,14 +2,18 @@
 
 Calls are functional: every input is copied into a new device buffer (IREE may write an
 updated cache into an argument's buffer), so the caller's arrays are never modified.
-Inputs are checked against the manifest before anything is dispatched.
+Inputs are checked against the manifest before anything is dispatched: names, dtypes, static
+sizes, and that inputs sharing an ONNX symbolic dim (`batch`, `past_seq`) agree on its size.
+A call the module itself refuses (a `cf.assert` on the data, or a device failure) is a
+KvattnError with the runtime's message, without its status prefix.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Mapping
+import re
+from typing import Mapping, Sequence
 
 import numpy as np
 import iree.runtime as ireert
@@ -71,14 +75,19 @@ class CompiledModule:
         for view in views:
             arguments.push_ref(view)
         results = ireert.VmVariantList(len(self.manifest.outputs))
-        self._vm_context.invoke(self._function, arguments, results)
+        try:
+            self._vm_context.invoke(self._function, arguments, results)
+        except (RuntimeError, ValueError) as exc:  # the runtime's status, as either
+            raise KvattnError(f"the module failed at run time: {_runtime_message(exc)}") from None
         return [results.get_as_object(i, ireert.HalBufferView) for i in range(len(self.manifest.outputs))]
 
     __call__ = run
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray], names: list[str]) -> None:
-        """Exactly the inputs `names` (a subset of the module's), each with its manifest dtype
-        and shape."""
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], names: list[str],
+                     on_device: Mapping[str, Sequence[int]] | None = None) -> None:
+        """Exactly the inputs `names` (a subset of the module's), each with its manifest dtype,
+        rank and static sizes, and the same size wherever they share a symbolic dim, also with
+        the shapes of the inputs already `on_device` (a session's caches)."""
         expected = "\n".join(f"  {spec.describe()}" for spec in self.manifest.inputs if spec.name in names)
         unknown = sorted(set(inputs) - set(names))
         missing = [name for name in names if name not in inputs]
@@ -86,6 +95,7 @@ class CompiledModule:
             problems = ([f"unknown input(s) {', '.join(unknown)}"] if unknown else []) + (
                 [f"missing input(s) {', '.join(missing)}"] if missing else [])
             raise KvattnError(f"{'; '.join(problems)}. The module expects:\n{expected}")
+        shapes = dict(on_device or {})
         for spec in self.manifest.inputs:
             if spec.name not in names:
                 continue
@@ -96,7 +106,18 @@ class CompiledModule:
             if len(array.shape) != len(spec.shape) or any(
                     want is not None and want != got for want, got in zip(spec.shape, array.shape)):
                 raise KvattnError(f"input '{spec.name}' has shape {list(array.shape)}, expected "
-                                  f"{list(spec.shape)}. The module expects:\n{expected}")
+                                  f"[{', '.join(spec.axes())}]. The module expects:\n{expected}")
+            shapes[spec.name] = array.shape
+        seen = {}  # symbolic dim -> (size, input, axis) where first seen
+        for name, shape in shapes.items():
+            for axis, (symbol, size) in enumerate(zip(self._specs[name].dims, shape)):
+                if symbol is None:
+                    continue
+                first_size, first_input, first_axis = seen.setdefault(symbol, (size, name, axis))
+                if size != first_size:
+                    raise KvattnError(f"input '{name}' has {symbol}={size} (axis {axis}) but input "
+                                      f"'{first_input}' has {symbol}={first_size} (axis {first_axis}). "
+                                      f"The module expects:\n{expected}")
 
     def check_scatter_bounds(self, by_name: Mapping[str, np.ndarray]) -> None:
         """Linear TensorScatter write positions within their caches (checked before dispatch)."""
@@ -117,6 +138,18 @@ def create_device(driver: str) -> ireert.HalDevice:
         return ireert.get_driver(driver).create_default_device()
     except Exception as exc:  # the runtime raises plain RuntimeError/ValueError here
         raise KvattnError(f"IREE driver '{driver}' has no usable device here: {exc}") from None
+
+
+# "Error invoking function: <vm>:0: FAILED_PRECONDITION; <message>; ", for some failures followed
+# by the VM's stack frames ("\n[ 1] bytecode module.__init:306 -").
+_STATUS_PREFIX = re.compile(r"^(?:Error invoking function: )?(?:\S+:\d+: )?[A-Z_]+; ")
+_STACK_FRAME = re.compile(r"(?:;\s*|\n)\[ *\d+\] ")
+
+
+def _runtime_message(exc: Exception, max_lines: int = 5) -> str:
+    """The message of a failed IREE call (a cf.assert's text) without the status prefix and stack."""
+    text = _STACK_FRAME.split(_STATUS_PREFIX.sub("", str(exc).strip(), count=1))[0]
+    return "\n".join(text.strip().rstrip(";").strip().splitlines()[:max_lines]) or str(exc)
 
 
 def _find_manifest(vm_module) -> Manifest:

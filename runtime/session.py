@@ -56,6 +56,10 @@ class DecodeSession:
         if initial_caches is not None and self.static:
             initial_caches, self.length = self._padded(initial_caches)
         if initial_caches is None:
+            dynamic = [self._specs[name].describe() for name in self.links if None in self._specs[name].shape]
+            if dynamic:
+                raise KvattnError(f"cannot make zero caches of unknown size ({'; '.join(dynamic)}): give the "
+                                  f"initial caches, or bind their symbolic dims when compiling (--dim NAME=VALUE)")
             initial_caches = {name: np.zeros(self._specs[name].shape, self._specs[name].dtype) for name in self.links}
         self.module.check_inputs(initial_caches, self.cache_names)
         self._caches = {name: device_buffers.upload(self.module.device, np.asarray(initial_caches[name]))
@@ -64,7 +68,7 @@ class DecodeSession:
 
     def step(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the module with this step's inputs and the session's caches."""
-        self.module.check_inputs(inputs, self.step_inputs)
+        self.module.check_inputs(inputs, self.step_inputs, {name: view.shape for name, view in self._caches.items()})
         if self.static:
             if self.length + self.static.rows_per_step > self.static.capacity:
                 raise KvattnError(f"the static KV cache is full: {self.length} of {self.static.capacity} rows are "

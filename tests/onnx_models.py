@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from kvattn.runtime import backend, demo
@@ -56,3 +56,30 @@ def decode_inputs(rng, lengths=(3, 7)):
         "past_value": rng.standard_normal(shape(demo.KV_HEADS, demo.CAPACITY)).astype(np.float32),
         "write_indices": lengths, "nonpad_kv_seqlen": lengths + 1,
     }
+
+
+SYMBOLIC_WEIGHT = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+
+
+def symbolic_model() -> onnx.ModelProto:
+    """z = x[batch,seq,8] @ w + m[batch,seq,4]; flat = Reshape(z, Concat(Shape(x)[0:1], [-1]))."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"], name="project"),
+        helper.make_node("Add", ["xw", "m"], ["z"], name="add_m"),
+        helper.make_node("Shape", ["x"], ["x_shape"], name="shape_of_x"),
+        helper.make_node("Slice", ["x_shape", "zero", "one"], ["batch_size"], name="batch_of_x"),
+        helper.make_node("Concat", ["batch_size", "minus_one"], ["flat_shape"], axis=0, name="flat_shape"),
+        helper.make_node("Reshape", ["z", "flat_shape"], ["flat"], name="flatten"),
+    ]
+    initializers = [numpy_helper.from_array(SYMBOLIC_WEIGHT, "w")] + [
+        numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1), ("minus_one", -1))]
+    graph = helper.make_graph(
+        nodes, "symbolic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", "seq", 4]),
+         helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", "seq_times_4"])],
+        initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from iree.compiler.tools import CompilerToolError
 from onnx.reference import ReferenceEvaluator
 
-from kvattn.runtime import cli, demo
+from kvattn.lowering.diagnostics import InternalError, KvattnError
+from kvattn.runtime import cli, compiler, demo
 from tests.onnx_models import single_node_model
 
 
@@ -133,7 +135,7 @@ def test_invalid_attribute_names_node_and_attribute(tmp_path):
                        "Attention node 'odd_attention'", "attribute is_causal=2 must be 0 or 1")
 
 
-def test_unsupported_dynamic_shape_names_node_and_input(tmp_path):
+def test_dim_binds_an_attention_input(tmp_path):
     q = onnx.helper.make_tensor_value_info("Q", onnx.TensorProto.FLOAT, [1, 2, "sequence", 8])
     k = onnx.helper.make_tensor_value_info("K", onnx.TensorProto.FLOAT, [1, 2, 4, 8])
     y = onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [1, 2, "sequence", 8])
@@ -142,9 +144,10 @@ def test_unsupported_dynamic_shape_names_node_and_input(tmp_path):
                                    opset_imports=[onnx.helper.make_opsetid("", 23)])
     path = tmp_path / "dynamic.onnx"
     onnx.save(model, path)
-    _assert_user_error(_kvattn("compile", path, "-o", tmp_path / "x.vmfb"),
-                       "Attention node 'prompt_attention'", "input Q with dynamic shape float32[1,2,?,8]",
-                       "not supported yet")
+    bound = _kvattn("inspect", path, "--dim", "sequence=3")
+    assert bound.returncode == 0, bound.stderr
+    assert "input  Q: float32[1,2,3,8]" in bound.stdout and "output Y: float32[1,2,3,8]" in bound.stdout
+    assert "prompt_attention  Attention → kvattn.attention" in bound.stdout
 
 
 def test_wrong_input_name_lists_expected_inputs(tmp_path, decode_onnx, decode_inputs):
@@ -162,3 +165,73 @@ def test_malformed_input_flag(tmp_path, decode_onnx):
 def test_module_entry_point_matches_console_script():
     result = subprocess.run([sys.executable, "-m", "kvattn.runtime.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "inspect" in result.stdout
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path):
+    q = np.zeros((1, 1, 2, 4), np.float32)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(single_node_model("Add", {"A": q, "B": q}, ["A", "B"], {"C": ((1, 1, 2, 4), np.float32)}, 17), path)
+    return path
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom\nsecond line")
+
+
+@pytest.mark.parametrize("debug_flags, debug_env", [([], None), (["--debug"], None), ([], "1")])
+def test_unexpected_exception_is_an_internal_error(tmp_path, tiny_onnx, capsys, monkeypatch, debug_flags, debug_env):
+    monkeypatch.setattr(compiler, "compile_model", _boom)
+    if debug_env:
+        monkeypatch.setenv("KVATTN_DEBUG", debug_env)
+    else:
+        monkeypatch.delenv("KVATTN_DEBUG", raising=False)
+    assert cli.main([*debug_flags, "compile", str(tiny_onnx), "-o", str(tmp_path / "x.vmfb")]) == 2
+    err = capsys.readouterr().err
+    assert "kvattn: internal error: RuntimeError: boom\n" in err and "second line" not in err.split("boom")[-1]
+    debug = bool(debug_flags or debug_env)
+    assert ("Traceback" in err) == debug
+    assert ("rerun with --debug for the traceback" in err) != debug
+
+
+def test_debug_flag_after_the_subcommand(tmp_path, tiny_onnx, capsys, monkeypatch):
+    monkeypatch.setattr(compiler, "compile_model", _boom)
+    monkeypatch.delenv("KVATTN_DEBUG", raising=False)
+    assert cli.main(["compile", str(tiny_onnx), "-o", str(tmp_path / "x.vmfb"), "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_internal_error_names_the_node(tmp_path, tiny_onnx, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise InternalError("ValueError: bad operand\ndetails", node="attn_0", op_type="Attention")
+
+    monkeypatch.setattr(compiler, "compile_model", fail)
+    assert cli.main(["compile", str(tiny_onnx), "-o", str(tmp_path / "x.vmfb")]) == 2
+    err = capsys.readouterr().err
+    assert "kvattn: internal error while lowering node 'attn_0' (Attention): ValueError: bad operand\n" in err
+    assert "details" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("code, stderr, error, message", [
+    (-11, b"", InternalError, "internal error: iree-compile crashed (signal 11): no diagnostics"),
+    (134, b"LLVM ERROR: oops\nStack dump:\n0. Program arguments: iree-compile\n", InternalError,
+     "internal error: iree-compile crashed (exit code 134): LLVM ERROR: oops"),
+    (1, b"<stdin>:3:5: error: 'tensor.empty' op bad\n", KvattnError,
+     "iree-compile failed:\n<stdin>:3:5: error: 'tensor.empty' op bad"),
+])
+def test_iree_compile_crash_is_internal_diagnostics_are_not(monkeypatch, code, stderr, error, message):
+    def compile_str(*args, **kwargs):
+        raise CompilerToolError(subprocess.CompletedProcess(["iree-compile", "-"], code, b"", stderr))
+
+    monkeypatch.setattr(compiler.iree_tools, "compile_str", compile_str)
+    with pytest.raises(error) as raised:
+        compiler.iree_compile("module {}", [])
+    assert str(raised.value) == message
+
+
+def test_output_problems_are_found_before_compiling(tmp_path, tiny_onnx, capsys, monkeypatch):
+    monkeypatch.setattr(compiler, "compile_model", _boom)
+    assert cli.main(["compile", str(tiny_onnx), "-o", str(tmp_path / "missing" / "x.vmfb")]) == 1
+    assert "the directory '" in capsys.readouterr().err
+    assert cli.main(["compile", str(tiny_onnx), "-o", str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err

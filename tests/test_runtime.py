@@ -1,14 +1,19 @@
 """The runtime: functional calls never touch the caller's arrays, inputs are checked against
-the manifest before dispatch, and linear TensorScatter bounds are enforced up front."""
+the manifest before dispatch, linear TensorScatter bounds are enforced up front, and a call the
+module refuses on the device is a clean error."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.runtime import demo
-from kvattn.runtime.compiler import compile_model
+from kvattn.runtime import demo, device_buffers, targets
+from kvattn.runtime.compiler import compile_model, iree_compile
+from kvattn.runtime.manifest import REFLECTION_KEY, Manifest, TensorSpec
 from kvattn.runtime.module import CompiledModule
 from tests.onnx_models import decode_inputs
 
@@ -75,3 +80,46 @@ def test_manifest_travels_inside_the_vmfb():
 def test_not_a_vmfb_is_a_clear_error():
     with pytest.raises(KvattnError, match="not a loadable IREE vmfb"):
         CompiledModule(b"definitely not a flatbuffer")
+
+
+def test_rank0_inputs_stay_rank0():
+    """transformers' exporter has rank-0 int64 inputs (cumulative_length)."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["cumulative_length"], ["offset"], to=TensorProto.FLOAT),
+         helper.make_node("Add", ["x", "offset"], ["y"])], "rank0",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("cumulative_length", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    module = CompiledModule(compile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).vmfb)
+    assert module.manifest.inputs[1] == TensorSpec("cumulative_length", (), "i64", ())
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(module.run({"x": x, "cumulative_length": np.array(3)})["y"], x + 3)
+    for wrong in (np.array([3]), np.array([[3]])):
+        with pytest.raises(KvattnError, match=r"input 'cumulative_length' has shape \[1(, 1)?\], expected \[\]"):
+            module.run({"x": x, "cumulative_length": wrong})
+    # Past the checks, the module's own ABI check refuses it: its status text, without the stack.
+    views = [device_buffers.upload(module.device, x), device_buffers.upload(module.device, np.array([3]))]
+    with pytest.raises(KvattnError) as error:
+        module.invoke(views)
+    assert str(error.value).startswith("the module failed at run time: tensor shape rank mismatch; expected 0 (scalar)")
+    assert "bytecode" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_device_side_assert_is_a_clean_error():
+    """A cf.assert in the module (as a lowering emits for data it must refuse) fails the call
+    with its message, without the runtime's status prefix."""
+    manifest = Manifest("main", "llvm-cpu", (TensorSpec("n", (1,), "i64"),), (TensorSpec("y", (1,), "i64"),))
+    module = CompiledModule(iree_compile(f"""
+func.func @main(%n: tensor<1xi64>) -> tensor<1xi64> attributes {{
+    iree.reflection = {{{REFLECTION_KEY} = {json.dumps(manifest.to_json())}}}}} {{
+  %c0 = arith.constant 0 : index
+  %v = tensor.extract %n[%c0] : tensor<1xi64>
+  %c8 = arith.constant 8 : i64
+  %ok = arith.cmpi sle, %v, %c8 : i64
+  cf.assert %ok, "Attention node 'attn': nonpad_kv_seqlen exceeds the 8 keys"
+  return %n : tensor<1xi64>
+}}""", targets.get("llvm-cpu").flags(None)))
+    assert module.run({"n": np.array([3])})["y"].tolist() == [3]
+    with pytest.raises(KvattnError) as error:
+        module.run({"n": np.array([9])})
+    assert str(error.value) == "the module failed at run time: Attention node 'attn': nonpad_kv_seqlen exceeds the 8 keys"

@@ -53,3 +53,28 @@ func.func @half(%q: tensor<1x2x4x8xf16>, %k: tensor<1x2x4x8xf16>, %v: tensor<1x2
   %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "half", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1>, resultSegmentSizes = array<i32: 1>} : (tensor<1x2x4x8xf16>, tensor<1x2x4x8xf16>, tensor<1x2x4x8xf16>) -> tensor<1x2x4x8xf16>
   return %y : tensor<1x2x4x8xf16>
 }
+
+// -----
+
+// A dynamic batch: b and h are read together by every operand that reads them (the causal bias
+// reads neither), so IREE merges them into one loop and the tile lists have 6 entries.
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 2, 1, 0, 0, 8], vector_common_parallel = [1, 2, 1, 0, 0, 8], vector_reduction = [0, 0, 0, 8, 0, 0]>
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 64, 0, 0, 8], vector_common_parallel = [1, 1, 8, 0, 0, 8], vector_reduction = [0, 0, 0, 8, 0, 0]>
+// CHECK-LABEL: func.func @dynamic_batch
+//       CHECK:   scf.if
+func.func @dynamic_batch(%q: tensor<?x4x?x8xf32>, %k: tensor<?x2x?x8xf32>, %v: tensor<?x2x?x8xf32>) -> tensor<?x4x?x8xf32> {
+  %y = "kvattn.attention"(%q, %k, %v) {is_causal = 1 : i64, onnx_node = "dynamic_batch", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1>, resultSegmentSizes = array<i32: 1>} : (tensor<?x4x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>) -> tensor<?x4x?x8xf32>
+  return %y : tensor<?x4x?x8xf32>
+}
+
+// -----
+
+// The same with K and V dequantized inside the attention (fused Q/DQ): the dequantization joins
+// the attention's dispatch, where IREE merges no loops, so the lists keep all 7 dims.
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 2, 1, 0, 0, 8], vector_common_parallel = [1, 1, 2, 1, 0, 0, 8], vector_reduction = [0, 0, 0, 0, 8, 0, 0]>
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 1, 64, 0, 0, 8], vector_common_parallel = [1, 1, 1, 8, 0, 0, 8], vector_reduction = [0, 0, 0, 0, 8, 0, 0]>
+// CHECK-LABEL: func.func @dynamic_batch_dequantized
+func.func @dynamic_batch_dequantized(%q: tensor<?x4x?x8xf32>, %k: tensor<?x2x?x8xi8>, %v: tensor<?x2x?x8xi8>, %scale: tensor<f32>, %zero: tensor<i8>) -> tensor<?x4x?x8xf32> {
+  %y = "kvattn.attention"(%q, %k, %v, %scale, %zero, %scale, %zero) {is_causal = 1 : i64, onnx_node = "dequantized", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1>, resultSegmentSizes = array<i32: 1>} : (tensor<?x4x?x8xf32>, tensor<?x2x?x8xi8>, tensor<?x2x?x8xi8>, tensor<f32>, tensor<i8>, tensor<f32>, tensor<i8>) -> tensor<?x4x?x8xf32>
+  return %y : tensor<?x4x?x8xf32>
+}

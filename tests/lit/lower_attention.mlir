@@ -1,7 +1,8 @@
 // RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --split-input-file | filecheck %s
 
 // GQA (8 query heads over 2 KV heads): Q is expanded to [B, Hkv, G, S, D] and the maps read
-// K/V once per KV head (no repeat). Causal without cache: key j allowed iff j <= i.
+// K/V once per KV head (no repeat). Causal without cache: key j allowed iff j <= i. A tiled
+// attention's operands and result pass compute barriers (IREE keeps the model's reshapes out).
 //   CHECK-DAG: #[[$Q:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d2, d3, d5)>
 //   CHECK-DAG: #[[$K:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d4, d5)>
 //   CHECK-DAG: #[[$V:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d4, d6)>
@@ -9,20 +10,24 @@
 //   CHECK-DAG: #[[$O:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1, d2, d3, d6)>
 // CHECK-LABEL: func.func @gqa_causal
 //  CHECK-SAME:   %[[Q:[a-z0-9]+]]: tensor<1x8x4x16xf32>, %[[K:[a-z0-9]+]]: tensor<1x2x4x16xf32>, %[[V:[a-z0-9]+]]: tensor<1x2x4x16xf32>
-//       CHECK:   %[[QE:.*]] = tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [1, 2, 4, 4, 16]
+//       CHECK:   %[[QB:.*]] = iree_tensor_ext.compute_barrier.start %[[Q]] : tensor<1x8x4x16xf32> -> tensor<1x8x4x16xf32>
+//       CHECK:   %[[KB:.*]] = iree_tensor_ext.compute_barrier.start %[[K]]
+//       CHECK:   %[[VB:.*]] = iree_tensor_ext.compute_barrier.start %[[V]]
+//       CHECK:   %[[QE:.*]] = tensor.expand_shape %[[QB]] {{\[}}[0], [1, 2], [3], [4]] output_shape [1, 2, 4, 4, 16]
 //       CHECK:   %[[BIAS:.*]] = linalg.generic
 //       CHECK:     arith.cmpi sle
 //       CHECK:   } -> tensor<4x4xf32>
 //       CHECK:   %[[SCALE:.*]] = arith.constant 2.500000e-01 : f32
 //       CHECK:   %[[ATT:.*]] = iree_linalg_ext.attention <indexing_maps = [#[[$Q]], #[[$K]], #[[$V]], #{{.*}}, #[[$M]], #[[$O]]]>
-//  CHECK-SAME:     ins(%[[QE]], %[[K]], %[[V]], %[[SCALE]], %[[BIAS]] :
+//  CHECK-SAME:     ins(%[[QE]], %[[KB]], %[[VB]], %[[SCALE]], %[[BIAS]] :
 //  CHECK-SAME:     outs(%{{.*}} : tensor<1x2x4x4x16xf32>)
 // Fully masked rows become zeros instead of NaN.
 //       CHECK:   arith.maximumf
 //       CHECK:   %[[GUARDED:.*]] = linalg.generic {{.*}} ins(%[[ATT]]
 //       CHECK:     arith.cmpf oeq
 //       CHECK:   %[[Y:.*]] = tensor.collapse_shape %[[GUARDED]] {{\[}}[0], [1, 2], [3], [4]] : tensor<1x2x4x4x16xf32> into tensor<1x8x4x16xf32>
-//       CHECK:   return %[[Y]]
+//       CHECK:   %[[YB:.*]] = iree_tensor_ext.compute_barrier.end %[[Y]]
+//       CHECK:   return %[[YB]]
 func.func @gqa_causal(%q: tensor<1x8x4x16xf32>, %k: tensor<1x2x4x16xf32>, %v: tensor<1x2x4x16xf32>) -> tensor<1x8x4x16xf32> {
   %0 = "kvattn.attention"(%q, %k, %v) {is_causal = 1 : i64, onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x4x16xf32>, tensor<1x2x4x16xf32>, tensor<1x2x4x16xf32>) -> tensor<1x8x4x16xf32>
   return %0 : tensor<1x8x4x16xf32>
@@ -49,15 +54,18 @@ func.func @plain(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x6x8xf32>, %v: tensor<1x
 //   CHECK-DAG: #[[$O3:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d3, d1, d2, d6)>
 // CHECK-LABEL: func.func @mha_3d_past
 //  CHECK-SAME:   %[[MASK:[a-z0-9]+]]: tensor<3x4xi1>, %[[PK:[a-z0-9]+]]: tensor<1x2x2x8xf32>
+//       CHECK:   iree_tensor_ext.compute_barrier.start %[[MASK]]
+//       CHECK:   iree_tensor_ext.compute_barrier.start %[[PK]]
 //       CHECK:   %[[KT:.*]] = linalg.transpose ins(%{{.*}} : tensor<1x3x2x8xf32>) outs(%{{.*}} : tensor<1x2x3x8xf32>) permutation = [0, 2, 1, 3]
-//       CHECK:   %[[P0:.*]] = tensor.insert_slice %[[PK]] into %{{.*}}[0, 0, 0, 0] [1, 2, 2, 8] [1, 1, 1, 1]
+//       CHECK:   %[[P0:.*]] = tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 0, 0] [1, 2, 2, 8] [1, 1, 1, 1]
 //       CHECK:   %[[PRESENT_K:.*]] = tensor.insert_slice %[[KT]] into %[[P0]][0, 0, 2, 0] [1, 2, 3, 8] [1, 1, 1, 1]
-//       CHECK:   tensor.pad %[[MASK]] low[0, 0] high[0, 1]
+//       CHECK:   tensor.pad %{{.*}} low[0, 0] high[0, 1]
 //       CHECK:     tensor.yield %false
 //       CHECK:   iree_linalg_ext.attention <indexing_maps = [#[[$Q3]], {{.*}}, #[[$O3]]]>
 //  CHECK-SAME:     ins(%{{.*}}, %[[PRESENT_K]], %{{.*}} : tensor<1x3x2x1x8xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>, f32, tensor<3x5xf32>)
 //       CHECK:   tensor.collapse_shape %{{.*}} {{\[}}[0], [1], [2, 3, 4]] : tensor<1x3x2x1x8xf32> into tensor<1x3x16xf32>
-//       CHECK:   return %{{.*}}, %[[PRESENT_K]], %{{.*}} : tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>
+//       CHECK:   %[[Y3:.*]] = iree_tensor_ext.compute_barrier.end
+//       CHECK:   return %[[Y3]], %[[PRESENT_K]], %{{.*}} : tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>
 func.func @mha_3d_past(%q: tensor<1x3x16xf32>, %k: tensor<1x3x16xf32>, %v: tensor<1x3x16xf32>, %mask: tensor<3x4xi1>, %pk: tensor<1x2x2x8xf32>, %pv: tensor<1x2x2x8xf32>) -> (tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>) {
   %0:3 = "kvattn.attention"(%q, %k, %v, %mask, %pk, %pv) {kv_num_heads = 2 : i64, q_num_heads = 2 : i64, onnx_node = "attn3d", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0>, resultSegmentSizes = array<i32: 1, 1, 1, 0>} : (tensor<1x3x16xf32>, tensor<1x3x16xf32>, tensor<1x3x16xf32>, tensor<3x4xi1>, tensor<1x2x2x8xf32>, tensor<1x2x2x8xf32>) -> (tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>)
   return %0#0, %0#1, %0#2 : tensor<1x3x16xf32>, tensor<1x2x5x8xf32>, tensor<1x2x5x8xf32>
@@ -71,7 +79,8 @@ func.func @mha_3d_past(%q: tensor<1x3x16xf32>, %k: tensor<1x3x16xf32>, %v: tenso
 //   CHECK-DAG: #[[$MB:.*]] = affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d3, d4)>
 // CHECK-LABEL: func.func @decode_nonpad
 //  CHECK-SAME:   %[[NONPAD:[a-z0-9]+]]: tensor<2xi64>
-//       CHECK:   linalg.generic {indexing_maps = [#[[$NP]], {{.*}}]{{.*}} ins(%[[NONPAD]] : tensor<2xi64>)
+//       CHECK:   %[[NONPAD_B:.*]] = iree_tensor_ext.compute_barrier.start %[[NONPAD]]
+//       CHECK:   linalg.generic {indexing_maps = [#[[$NP]], {{.*}}]{{.*}} ins(%[[NONPAD_B]] : tensor<2xi64>)
 //       CHECK:     arith.cmpi slt
 //       CHECK:     arith.subi
 //       CHECK:     arith.cmpi sle

@@ -5,34 +5,46 @@
 // are checked against it at run time by cf.assert naming the node; the present cache is sized
 // P + L with the new rows inserted at P; the mask is padded by (P + L) - T keys; the query
 // count is unknown, so the attention gets the prefill tiles.
-// The compilation_info (printed as an alias first): prefill rows, 64 per workgroup and 8 per vector.
-//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 1, 64, 0, 0, 8], vector_common_parallel = [1, 1, 1, 8, 0, 0, 8]
+// Two compilation_infos (printed as aliases first): decode rows (the 2 query heads of a group, 1
+// position) and prefill rows (64 positions per workgroup, 8 per vector).
+//       CHECK: #[[$DECODE:.*]] = #iree_cpu.lowering_config<distribution = [1, 1, 2, 1, 0, 0, 8], vector_common_parallel = [1, 1, 2, 1, 0, 0, 8]
+//       CHECK: #[[$PREFILL:.*]] = #iree_cpu.lowering_config<distribution = [1, 1, 1, 64, 0, 0, 8], vector_common_parallel = [1, 1, 1, 8, 0, 0, 8]
+//       CHECK: #[[$DECODE_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[$DECODE]]
+//       CHECK: #[[$PREFILL_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[$PREFILL]]
 // CHECK-LABEL: func.func @dynamic_gqa_past
 //  CHECK-SAME:   %[[Q:[a-z0-9]+]]: tensor<?x4x?x8xf32>, %[[K:[a-z0-9]+]]: tensor<?x2x?x8xf32>, %[[V:[a-z0-9]+]]: tensor<?x2x?x8xf32>, %[[MASK:[a-z0-9]+]]: tensor<?x1x?x?xi1>, %[[PK:[a-z0-9]+]]: tensor<?x2x?x8xf32>
 //       CHECK:   %[[B:.*]] = tensor.dim %[[Q]], %{{.*}} : tensor<?x4x?x8xf32>
 //       CHECK:   %[[S:.*]] = tensor.dim %[[Q]], %{{.*}} : tensor<?x4x?x8xf32>
+//       CHECK:   %[[QB:.*]] = iree_tensor_ext.compute_barrier.start %[[Q]] : tensor<?x4x?x8xf32>{%[[B]], %[[S]]} -> tensor<?x4x?x8xf32>
 //       CHECK:   %[[KB:.*]] = tensor.dim %[[K]], %{{.*}}
 //       CHECK:   %[[L:.*]] = tensor.dim %[[K]], %{{.*}}
+//       CHECK:   %[[K_IN:.*]] = iree_tensor_ext.compute_barrier.start %[[K]]
+//       CHECK:   %[[MASK_B:.*]] = iree_tensor_ext.compute_barrier.start %[[MASK]]
+//       CHECK:   tensor.dim %[[PK]], %{{.*}}
+//       CHECK:   %[[P:.*]] = tensor.dim %[[PK]], %{{.*}}
+//       CHECK:   %[[PK_B:.*]] = iree_tensor_ext.compute_barrier.start %[[PK]]
 //       CHECK:   %[[SAME_B:.*]] = arith.cmpi eq, %[[KB]], %[[B]] : index
 //       CHECK:   cf.assert %[[SAME_B]], "Attention node 'attn': K and Q differ in batch size"
 //       CHECK:   cf.assert %{{.*}}, "Attention node 'attn': K and V differ in sequence length"
-//       CHECK:   %[[P:.*]] = tensor.dim %[[PK]], %{{.*}}
 //       CHECK:   %[[T:.*]] = arith.addi %[[P]], %[[L]] : index
-//       CHECK:   tensor.expand_shape %[[Q]] {{\[}}[0], [1, 2], [3], [4]] output_shape [%[[B]], 2, 2, %[[S]], 8] : tensor<?x4x?x8xf32> into tensor<?x2x2x?x8xf32>
+//       CHECK:   tensor.expand_shape %[[QB]] {{\[}}[0], [1, 2], [3], [4]] output_shape [%[[B]], 2, 2, %[[S]], 8] : tensor<?x4x?x8xf32> into tensor<?x2x2x?x8xf32>
 //       CHECK:   %[[PRESENT:.*]] = tensor.empty(%[[B]], %[[T]]) : tensor<?x2x?x8xf32>
-//       CHECK:   %[[PAST_IN:.*]] = tensor.insert_slice %[[PK]] into %[[PRESENT]][0, 0, 0, 0]
-//       CHECK:   %[[PRESENT_K:.*]] = tensor.insert_slice %[[K]] into %[[PAST_IN]][0, 0, %[[P]], 0] [%[[KB]], 2, %[[L]], 8]
-//       CHECK:   %[[KEYS:.*]] = tensor.dim %[[MASK]], %{{.*}} : tensor<?x1x?x?xi1>
+//       CHECK:   %[[PAST_IN:.*]] = tensor.insert_slice %[[PK_B]] into %[[PRESENT]][0, 0, 0, 0]
+//       CHECK:   %[[PRESENT_K:.*]] = tensor.insert_slice %[[K_IN]] into %[[PAST_IN]][0, 0, %[[P]], 0] [%[[KB]], 2, %[[L]], 8]
 //       CHECK:   cf.assert %{{.*}}, "Attention node 'attn': attn_mask covers more keys than there are"
-//       CHECK:   %[[SHORT:.*]] = arith.subi %[[T]], %[[KEYS]] : index
-//       CHECK:   tensor.pad %[[MASK]] low[0, 0, 0, 0] high[0, 0, 0, %[[SHORT]]]
+//       CHECK:   %[[SHORT:.*]] = arith.subi %[[T]], %{{.*}} : index
+//       CHECK:   tensor.pad %[[MASK_B]] low[0, 0, 0, 0] high[0, 0, 0, %[[SHORT]]]
 //       CHECK:   cf.assert %{{.*}}, "Attention node 'attn': attn_mask does not broadcast to [batch, heads, queries, keys] on axis 2"
 //       CHECK:   %[[BIAS_INIT:.*]] = tensor.empty(%[[B]], %[[S]], %[[T]]) : tensor<?x?x?xf32>
 //       CHECK:   %[[BIAS:.*]] = linalg.generic
 //       CHECK:   } -> tensor<?x?x?xf32>
 //       CHECK:   tensor.empty(%[[B]], %[[S]]) : tensor<?x2x2x?x8xf32>
-//       CHECK:   iree_linalg_ext.attention
+//       CHECK:   %[[FEW:.*]] = arith.cmpi ult, %[[S]], %{{.*}} : index
+//       CHECK:   scf.if %[[FEW]] -> (tensor<?x2x2x?x8xf32>) {
+//       CHECK:     iree_linalg_ext.attention {{.*}} {compilation_info = #[[$DECODE_INFO]]}
 //  CHECK-SAME:     ins(%{{.*}}, %[[PRESENT_K]], %{{.*}}, %{{.*}}, %[[BIAS]] : tensor<?x2x2x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>, f32, tensor<?x?x?xf32>)
+//       CHECK:   } else {
+//       CHECK:     iree_linalg_ext.attention {{.*}} {compilation_info = #[[$PREFILL_INFO]]}
 //       CHECK:   tensor.collapse_shape %{{.*}} {{\[}}[0], [1, 2], [3], [4]] : tensor<?x2x2x?x8xf32> into tensor<?x4x?x8xf32>
 func.func @dynamic_gqa_past(%q: tensor<?x4x?x8xf32>, %k: tensor<?x2x?x8xf32>, %v: tensor<?x2x?x8xf32>, %mask: tensor<?x1x?x?xi1>, %pk: tensor<?x2x?x8xf32>, %pv: tensor<?x2x?x8xf32>) -> (tensor<?x4x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>) {
   %0:3 = "kvattn.attention"(%q, %k, %v, %mask, %pk, %pv) {onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0>, resultSegmentSizes = array<i32: 1, 1, 1, 0>} : (tensor<?x4x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x1x?x?xi1>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>) -> (tensor<?x4x?x8xf32>, tensor<?x2x?x8xf32>, tensor<?x2x?x8xf32>)
