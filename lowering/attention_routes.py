@@ -97,15 +97,17 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
                            init.type, init.sizes, "attn")
 
     if not options.cpu_attention_tiles:
-        out = attention(w, None)
+        configs = [None]
     elif static["s"] is not None:
-        out = attention(w, cpu_compilation_info(static, operand_roles, compute, fused_producers=o.dequantized))
+        configs = [cpu_compilation_info(static, operand_roles, compute, fused_producers=o.dequantized)]
+    else:  # decode tiles for a few queries, prefill tiles for a prompt
+        configs = [cpu_compilation_info(static, operand_roles, compute, queries, o.dequantized) for queries in (1, None)]
+    if len(set(configs)) == 1:
+        out = attention(w, configs[0])
     else:
-        # The query count is known only at run time: decode tiles for a few queries, prefill
-        # tiles for a prompt, chosen by an scf.if around two copies of the op.
+        # The query count is known only at run time: two copies of the op, chosen by an scf.if.
         w.note(f"query count known at run time: decode tiles below {FEW_QUERIES} queries, prefill tiles from there")
         few = w.compare("cmpi", "ult", w.index(sizes["s"]), w.index(FEW_QUERIES))
-        configs = [cpu_compilation_info(static, operand_roles, compute, queries, o.dequantized) for queries in (1, None)]
         out = w.if_else(few, lambda b: attention(b, configs[0]), lambda b: attention(b, configs[1]),
                         init.type, init.sizes)
     if bias is not None:

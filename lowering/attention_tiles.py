@@ -15,8 +15,8 @@ on the benchmark shapes, 32/8 heads, head 128: decode 20 ms → 0.4 ms, prefill 
 
 IREE reshapes the op before applying the config: it drops static unit dimensions and collapses
 neighbouring dimensions that every operand reads together (e.g. g and s of an unmasked 4D
-attention become one row dimension M = G·S), unless elementwise producers (a fused
-dequantization) share the attention's dispatch. The lists must match that reshaped op (a list of
+attention become one row dimension M = G·S). With a fused dequantization in the attention's
+dispatch that prediction holds only for static shapes, so a dynamic one keeps IREE's defaults. The lists must match that reshaped op (a list of
 the wrong length or order compiles and gives wrong numbers), so `iree_loop_groups` predicts
 it from the operands' roles, and a collapsed dimension's tile is the product of its parts'.
 Only f32 attention gets a config: the other element types keep IREE's default tiles.
@@ -36,14 +36,11 @@ ROWS_PER_WORKGROUP = 64
 FEW_QUERIES = ROWS  # a dynamic query count below this takes the decode tiles (chosen at run time)
 
 
-def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]],
-                     collapse: bool = True) -> list[tuple[str, ...]]:
+def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """The loops of the attention as IREE's dispatch formation leaves them: static unit dims
-    dropped, then (with `collapse`) runs of neighbouring dims merged when every operand reads
-    both or neither, next to each other in the same order."""
+    dropped, then runs of neighbouring dims merged when every operand reads both or neither,
+    next to each other in the same order."""
     kept = [dim for dim in DIMS if size[dim] != 1]
-    if not collapse:
-        return [(dim,) for dim in kept]
     roles = [[r for r in operand if r in kept] for operand in operand_roles]
 
     def read_together(first: str, second: str) -> bool:
@@ -73,9 +70,11 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
     whose operands (Q, K, V, mask, output) read the dims in `operand_roles`, or None when IREE's
     defaults should stay. `queries` overrides the query count the rows are chosen for (a
     dynamic count that is known to be small at run time). With `fused_producers` (Q/K/V
-    computed by elementwise ops that join the attention's dispatch: a fused dequantization)
-    IREE collapses no dims (found with a dynamic batch: collapsed tiles failed to compile)."""
-    if element not in TILED_ELEMENTS:
+    computed by elementwise ops that join the attention's dispatch: a fused dequantization) and
+    a dynamic size, IREE's defaults stay: how IREE then reshapes the loops is not predicted here
+    (tiles for a merged b·h failed to compile with a dynamic batch; with a dynamic query count and
+    no mask the tiled op gave wrong numbers)."""
+    if element not in TILED_ELEMENTS or (fused_producers and None in size.values()):
         return None
     queries, group = queries or size["s"], size["g"]
     if queries is None or queries >= ROWS:  # prefill, or a query count known only at run time
@@ -89,7 +88,7 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
     distribution = {"b": 1, "h": 1, **workgroup_rows, "l": 0, "d": 0, "e": size["e"]}
     parallel = {"b": 1, "h": 1, **vector_rows, "l": 0, "d": 0, "e": size["e"]}
     reduction = {**dict.fromkeys(DIMS, 0), "l": key_step}
-    groups = iree_loop_groups(size, operand_roles, collapse=not fused_producers)
+    groups = iree_loop_groups(size, operand_roles)
 
     def tiles(sizes: dict[str, int]) -> str:
         return "[" + ", ".join(str(math.prod(sizes[dim] for dim in group)) for group in groups) + "]"

@@ -124,17 +124,22 @@ def _outputs(config: Config):
     return outputs, names
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_attention_matches_reference(name):
-    config = CONFIGS[name]
-    inputs, names = _inputs(config, np.random.default_rng(sorted(CONFIGS).index(name)))
+def attention_model(config: Config, inputs: dict, names: list[str]):
+    """The one-node Attention model of `config` (inputs and names from `_inputs`)."""
     attrs = dict(config.attrs)
     if config.qk_mode is not None:
         attrs["qk_matmul_output_mode"] = config.qk_mode
     if config.rank == 3:
         attrs.update(q_num_heads=config.q_heads, kv_num_heads=config.kv_heads)
     outputs, output_names = _outputs(config)
-    model = single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names, **attrs)
+    return single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names, **attrs)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_attention_matches_reference(name):
+    config = CONFIGS[name]
+    inputs, names = _inputs(config, np.random.default_rng(sorted(CONFIGS).index(name)))
+    model = attention_model(config, inputs, names)
     low_precision = np.dtype(config.dtype).itemsize == 2
     rtol, atol = (TOLERANCE.get(name, 1e-3), TOLERANCE.get(name, 1e-7)) if low_precision else (1e-5, 1e-5)
     got, _ = compare_with_reference(model, inputs, rtol=rtol, atol=atol)

@@ -5,14 +5,12 @@ match onnxruntime at every size they accept, and inputs that share a symbol must
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from kvattn.lowering.diagnostics import KvattnError

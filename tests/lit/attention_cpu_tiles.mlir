@@ -70,10 +70,13 @@ func.func @dynamic_batch(%q: tensor<?x4x?x8xf32>, %k: tensor<?x2x?x8xf32>, %v: t
 // -----
 
 // The same with K and V dequantized inside the attention (fused Q/DQ): the dequantization joins
-// the attention's dispatch, where IREE merges no loops, so the lists keep all 7 dims.
-//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 2, 1, 0, 0, 8], vector_common_parallel = [1, 1, 2, 1, 0, 0, 8], vector_reduction = [0, 0, 0, 0, 8, 0, 0]>
-//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 1, 64, 0, 0, 8], vector_common_parallel = [1, 1, 1, 8, 0, 0, 8], vector_reduction = [0, 0, 0, 0, 8, 0, 0]>
+// the attention's dispatch, where IREE reshapes dynamic loops differently (merged-b·h tiles failed
+// to compile, tiles for a dynamic query count gave wrong numbers), so IREE's default tiles stay.
 // CHECK-LABEL: func.func @dynamic_batch_dequantized
+//   CHECK-NOT:   compilation_info
+//   CHECK-NOT:   scf.if
+//       CHECK:   iree_linalg_ext.attention
+//   CHECK-NOT:   compilation_info
 func.func @dynamic_batch_dequantized(%q: tensor<?x4x?x8xf32>, %k: tensor<?x2x?x8xi8>, %v: tensor<?x2x?x8xi8>, %scale: tensor<f32>, %zero: tensor<i8>) -> tensor<?x4x?x8xf32> {
   %y = "kvattn.attention"(%q, %k, %v, %scale, %zero, %scale, %zero) {is_causal = 1 : i64, onnx_node = "dequantized", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1>, resultSegmentSizes = array<i32: 1>} : (tensor<?x4x?x8xf32>, tensor<?x2x?x8xi8>, tensor<?x2x?x8xi8>, tensor<f32>, tensor<i8>, tensor<f32>, tensor<i8>) -> tensor<?x4x?x8xf32>
   return %y : tensor<?x4x?x8xf32>
