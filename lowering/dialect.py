@@ -14,6 +14,7 @@ with optional operands.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from iree.compiler import ir
@@ -295,6 +296,7 @@ def _verify_attention(op: KvOp) -> None:
         raise op.error(f"attribute is_causal={op.attr('is_causal')} must be 0 or 1")
     if op.attr("qk_matmul_output_mode") not in (0, 1, 2, 3):
         raise op.error(f"attribute qk_matmul_output_mode={op.attr('qk_matmul_output_mode')} must be 0..3")
+    _verify_scale(op)
     for name in ("left_window_size", "right_window_size"):
         if op.attr(name) < -1:
             raise op.error(f"attribute {name}={op.attr(name)} must be -1 or nonnegative")
@@ -307,6 +309,12 @@ def _verify_attention(op: KvOp) -> None:
     if nonpad is not None and (nonpad.rank != 1 or nonpad.element != "i64"):
         raise op.error(f"nonpad_kv_seqlen must be int64 of shape [batch], got {nonpad.describe()}")
     _verify_attention_shapes(op)
+
+
+def _verify_scale(op: KvOp) -> None:
+    scale = op.attr("scale")
+    if scale is not None and not math.isfinite(scale):
+        raise op.error(f"attribute scale={scale} must be a finite number")
 
 
 def _verify_attention_shapes(op: KvOp) -> None:
@@ -472,6 +480,7 @@ def _verify_flex_attention(op: KvOp) -> None:
         raise op.error(f"Q, K and V must be 4D, got {q.describe()}, {k.describe()}, {v.describe()}")
     if q.element not in tensor_types.FLOAT_ELEMENTS or k.element != q.element or v.element != q.element:
         raise op.error(f"Q, K and V must share one float dtype, got {q.describe()}, {k.describe()}, {v.describe()}")
+    _verify_scale(op)
 
 
 FLEX_ATTENTION = register(

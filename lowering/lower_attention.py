@@ -54,7 +54,7 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes,
                         dequantized=any(f"{name}_scale" in args for name in ("Q", "K", "V")))
     cap = op.attr("softcap")
-    softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap else None
+    softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap > 0 else None  # ONNX ignores softcap <= 0 (and NaN)
 
     results = {}
     if not fused:
@@ -66,7 +66,7 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
         # The reference's softcap promotes to f32 (its attribute is a float32 scalar); an
         # explicit softmax_precision rounds the logits back.
         softmax_precision = precision or "f32"
-        if cap and op.attr("softmax_precision") is None:
+        if softcap and op.attr("softmax_precision") is None:
             softmax_precision = "f32"
         bias = combined_bias(ctx, sizes, precision or "f32")
         computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",

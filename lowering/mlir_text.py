@@ -66,7 +66,9 @@ def affine_map(dims: Sequence[str], results: Sequence[str]) -> str:
 
 
 def float_literal(value: float, element: str) -> str:
-    """An MLIR float literal; infinities as the hex bit pattern of the element type."""
+    """An MLIR float literal; infinities and NaN as the hex bit pattern of the element type."""
+    if math.isnan(value):
+        return {"f32": "0x7FC00000", "f16": "0x7E00", "bf16": "0x7FC0", "f64": "0x7FF8000000000000"}[element]
     if math.isinf(value):
         bits = {"f32": ("0x7F800000", "0xFF800000"), "f16": ("0x7C00", "0xFC00"),
                 "bf16": ("0x7F80", "0xFF80"), "f64": ("0x7FF0000000000000", "0xFFF0000000000000")}

@@ -70,6 +70,8 @@ CONFIGS = {
     "bf16_decode_nonpad_window": Config(batch=2, q_heads=4, kv_heads=1, query_len=1, kv_len=12, nonpad=(7, 12),
                                         dtype=ml_dtypes.bfloat16, attrs={"is_causal": 1, "left_window_size": 5},
                                         opset=25),
+    # ONNX ignores a softcap <= 0 (a NaN scale is refused by the verifier: tests/lit/invalid.mlir).
+    "negative_softcap_ignored": Config(q_heads=4, kv_heads=2, attrs={"is_causal": 1, "softcap": -1.5}),
     # softmax_precision=FLOAT: the fused attention, computing in f32.
     "fp16_softmax_in_float": Config(q_heads=4, kv_heads=2, query_len=5, kv_len=5, dtype=np.float16,
                                     attrs={"is_causal": 1, "softmax_precision": 1}),

@@ -46,3 +46,11 @@ func.func @too_many_rows(%cache: tensor<2x16x8xf32>, %update: tensor<2x20x8xf32>
   %0 = "kvattn.tensor_scatter"(%cache, %update) {axis = 1 : i64, mode = "circular", onnx_node = "too_many", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 0>, resultSegmentSizes = array<i32: 1>} : (tensor<2x16x8xf32>, tensor<2x20x8xf32>) -> tensor<2x16x8xf32>
   return %0 : tensor<2x16x8xf32>
 }
+
+// -----
+
+// CHECK: error: Attention node 'nan_scale': attribute scale=nan must be a finite number
+func.func @nan_scale(%q: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
+  %0 = "kvattn.attention"(%q, %q, %q) {scale = 0x7FC00000 : f32, onnx_node = "nan_scale", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>, tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32>
+  return %0 : tensor<1x2x4x8xf32>
+}
