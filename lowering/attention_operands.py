@@ -47,10 +47,6 @@ class AttentionSizes:
         self.size: dict[str, Dim] = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
                                      "l": self.total_len, "d": self.head_q, "e": self.head_v}
 
-    def static_sizes(self) -> dict[str, int | None]:
-        """Each role's size where it is known at compile time, else None."""
-        return {role: size if isinstance(size, int) else None for role, size in self.size.items()}
-
 
 def query_in_roles(ctx: RuleContext, sizes: AttentionSizes) -> tuple[Value, tuple[str, ...]]:
     q = ctx.args["Q"]

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
 from kvattn.lowering.attention_tiles import FEW_QUERIES, cpu_compilation_info
-from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map
+from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known
 from kvattn.lowering.options import LoweringOptions
 
 LOG2E = 1.0 / math.log(2.0)
@@ -79,7 +79,7 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
         types.append(attention_bias[0].mlir_type)
     maps.append(affine_map(DIMS, o.out_roles))
     operand_roles = [o.q_roles, o.key_roles, o.value_roles] + ([attention_bias[1]] if attention_bias else []) + [o.out_roles]
-    static = {role: size if isinstance(size, int) else None for role, size in sizes.items()}
+    static = dict(zip(sizes, known(sizes.values())))
     init = w.empty([o.sizes.size[r] for r in o.out_roles], compute)
 
     def score_region(region: FunctionWriter, block: list[Value]) -> Value:

@@ -15,7 +15,7 @@ import math
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles
 from kvattn.lowering.attention_routes import Operands, fused_attention, unfused_attention
 from kvattn.lowering.flex_mods import ModProgram
-from kvattn.lowering.mlir_text import Value
+from kvattn.lowering.mlir_text import Value, known
 from kvattn.lowering.rule_context import RuleContext
 
 
@@ -31,7 +31,7 @@ def lower_flex_attention(ctx: RuleContext) -> dict[str, Value]:
     scale = op.attr("scale")
     operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles,
                         1.0 / math.sqrt(sizes.head_q) if scale is None else scale, sizes)
-    static = sizes.static_sizes()
+    static = dict(zip(sizes.size, known(sizes.size.values())))
     score_shape = (static["b"], sizes.q_heads, static["s"], static["l"])
     programs = {name: ModProgram(block, score_shape, "FlexAttention", op.node, name)
                 for name in ("score_mod", "prob_mod") if (block := op.region(name)) is not None}

@@ -52,8 +52,13 @@ class Value:
 Dim = Union[int, Value]  # a static size, or an SSA value of type index
 
 
+def known(sizes: Sequence[Dim]) -> tuple[int | None, ...]:
+    """Each size where it is known at compile time, else None."""
+    return tuple(d if isinstance(d, int) else None for d in sizes)
+
+
 def tensor_type(sizes: Sequence[Dim], element: str) -> TensorType:
-    return TensorType(tuple(d if isinstance(d, int) else None for d in sizes), element)
+    return TensorType(known(sizes), element)
 
 
 def mixed(dims: Sequence[Dim]) -> str:
