@@ -1,7 +1,8 @@
 """Differential fuzzing: random valid Attention and TensorScatter nodes, kvattn vs onnx.reference.
 
-Each test draws a fixed number of examples with a fixed seed (hypothesis `derandomize`), so CI
-runs the same 300+ examples every time. For a longer local run:
+Each test is split into CHUNKS parametrized parts (so pytest-xdist can share them between its
+workers), each drawing EXAMPLES / CHUNKS examples from a fixed seed of its own, so CI runs the
+same 300+ examples every time. For a longer local run:
     KVATTN_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -n 2
 """
 
@@ -12,15 +13,29 @@ import os
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.onnx_models import compare_with_reference, single_node_model
 
 EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "80"))
+CHUNKS = 4
 LOW_PRECISION_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(ml_dtypes.bfloat16): 1.6e-2}  # 2 ulps
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+
+
+def run_fuzz(strategy, check, chunk: int) -> None:
+    """Run `check` on EXAMPLES / CHUNKS cases drawn from `strategy` with seed `chunk`."""
+    @settings(max_examples=-(-EXAMPLES // CHUNKS), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @seed(chunk)
+    @given(strategy)
+    def fuzz(case):
+        check(case)
+
+    fuzz()
+
+
+CHUNK = pytest.mark.parametrize("chunk", range(CHUNKS))
 
 
 @st.composite
@@ -102,48 +117,49 @@ def _check_attention(case, opset: int):
     compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
 
 
-@FUZZ
-@given(attention_case(opset=23))
-def test_fuzz_attention_opset23(case):
-    _check_attention(case, 23)
+@CHUNK
+def test_fuzz_attention_opset23(chunk):
+    run_fuzz(attention_case(opset=23), lambda case: _check_attention(case, 23), chunk)
 
 
-@FUZZ
-@given(attention_case(opset=24))
-def test_fuzz_attention_opset24(case):
-    _check_attention(case, 24)
+@CHUNK
+def test_fuzz_attention_opset24(chunk):
+    run_fuzz(attention_case(opset=24), lambda case: _check_attention(case, 24), chunk)
 
 
-@FUZZ
-@given(attention_case(opset=25))
-def test_fuzz_attention_opset25(case):
-    _check_attention(case, 25)
+@CHUNK
+def test_fuzz_attention_opset25(chunk):
+    run_fuzz(attention_case(opset=25), lambda case: _check_attention(case, 25), chunk)
 
 
-@FUZZ
-@given(st.data())
-def test_fuzz_tensor_scatter(data):
-    rank = data.draw(st.integers(2, 5))
-    shape = [data.draw(st.integers(1, 3)) for _ in range(rank)]
-    axis = data.draw(st.integers(1, rank - 1))
-    shape[axis] = data.draw(st.integers(1, 9))
+@st.composite
+def tensor_scatter_case(draw):
+    rank = draw(st.integers(2, 5))
+    shape = [draw(st.integers(1, 3)) for _ in range(rank)]
+    axis = draw(st.integers(1, rank - 1))
+    shape[axis] = draw(st.integers(1, 9))
     capacity = shape[axis]
-    rows = data.draw(st.integers(1, capacity))
-    mode = data.draw(st.sampled_from(["linear", "circular"]))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    rows = draw(st.integers(1, capacity))
+    mode = draw(st.sampled_from(["linear", "circular"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     update_shape = list(shape)
     update_shape[axis] = rows
     inputs = {"past_cache": rng.standard_normal(shape).astype(np.float32),
               "update": rng.standard_normal(update_shape).astype(np.float32)}
     names = ["past_cache", "update"]
-    if data.draw(st.booleans()):
+    if draw(st.booleans()):
         highest = capacity - rows if mode == "linear" else capacity - 1
-        inputs["write_indices"] = np.array([data.draw(st.integers(0, highest)) for _ in range(shape[0])], np.int64)
+        inputs["write_indices"] = np.array([draw(st.integers(0, highest)) for _ in range(shape[0])], np.int64)
         names.append("write_indices")
-    negative_axis = data.draw(st.booleans())
+    negative_axis = draw(st.booleans())
     model = single_node_model("TensorScatter", inputs, names, {"present_cache": (tuple(shape), np.float32)}, 24,
                               mode=mode, axis=axis - rank if negative_axis else axis)
-    compare_with_reference(model, inputs, rtol=0, atol=0)
+    return model, inputs
+
+
+@CHUNK
+def test_fuzz_tensor_scatter(chunk):
+    run_fuzz(tensor_scatter_case(), lambda case: compare_with_reference(*case, rtol=0, atol=0), chunk)
 
 
 def test_example_budget():
