@@ -13,11 +13,15 @@ import os
 import re
 import warnings
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from iree.compiler import ir
 from iree.compiler.extras import onnx_importer
+from iree.compiler.tools.import_onnx.importer_externalization_overrides import IREENodeImporter
+from onnx import numpy_helper
 
+from kvattn.lowering import onnx_params
 from kvattn.lowering.diagnostics import KvattnError
 
 
@@ -28,19 +32,21 @@ def make_context() -> ir.Context:
 
 
 def load_model(source) -> onnx.ModelProto:
-    """A ModelProto from a path, bytes or ModelProto (never modified), checked for validity."""
+    """A ModelProto from a path, bytes or ModelProto (never modified), checked for validity. From
+    a path, the large initializers' external data is left unread (onnx_params.load_unread)."""
+    checked = source  # a file is checked as a file: its external data is found beside it
     if isinstance(source, onnx.ModelProto):
         model = source
     else:
         what = "the given bytes"
         try:
             if isinstance(source, (bytes, bytearray)):
-                model = onnx.load_model_from_string(bytes(source))
+                model = checked = onnx.load_model_from_string(bytes(source))
             else:
                 what = f"'{os.fspath(source)}'"
                 if not os.path.isfile(source):
                     raise KvattnError(f"{what}: no such file")
-                model = onnx.load(os.fspath(source))
+                model = onnx_params.load_unread(source)
         except onnx.checker.ValidationError as exc:  # raised for a missing external data file
             raise KvattnError(f"{what}: cannot load its external data: {exc}") from None
         except (DecodeError, RuntimeError, ValueError, OSError) as exc:
@@ -48,7 +54,7 @@ def load_model(source) -> onnx.ModelProto:
         if not model.graph.node and not model.graph.output:
             raise KvattnError(f"{what} is not an ONNX model: it has no graph (truncated or not ONNX?)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(checked if isinstance(checked, onnx.ModelProto) else os.fspath(checked))
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise KvattnError(f"the ONNX model is invalid: {first_line}") from None
@@ -56,10 +62,15 @@ def load_model(source) -> onnx.ModelProto:
 
 
 def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model whose nodes all have unique names and whose intermediate values carry
-    the types ONNX shape inference gives them (the user's model is untouched)."""
+    """A copy of the model whose nodes all have unique names, whose intermediate values carry
+    the types ONNX shape inference gives them, and whose subgraph Constants are typed tensors
+    (the user's model is untouched)."""
     named = onnx.shape_inference.infer_shapes(model, data_prop=True)
     _forget_inferred_qk_length(named)
+    for node in named.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _type_constants(attribute.g)
     taken = {node.name for node in named.graph.node if node.name}
     for index, node in enumerate(named.graph.node):
         if not node.name:
@@ -69,6 +80,43 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
             node.name = name
             taken.add(name)
     return named
+
+
+_CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
+                   "value_int": np.int64, "value_ints": np.int64}
+# Element types IREE's importer reads from a TensorProto's typed fields (raw_data becomes a
+# dense_resource, whose bytes MLIR's Python API cannot read back).
+_TYPED_ELEMENTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64,
+                   onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL)
+
+
+def _type_constants(graph: onnx.GraphProto) -> None:
+    """Every Constant of a subgraph (FlexAttention's score_mod / prob_mod, which kvattn folds
+    at compile time) as `value` with typed fields, whichever form the exporter wrote (raw_data,
+    value_float(s), value_int(s)); fp16/bf16 values become an f32 Constant and a Cast (exact)."""
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+            nodes.append(node)
+            continue
+        attribute = node.attribute[0]
+        if attribute.name == "value":
+            array = numpy_helper.to_array(attribute.t)
+            element = attribute.t.data_type
+        elif attribute.name in _CONSTANT_FORMS:
+            array = np.array(onnx.helper.get_attribute_value(attribute), _CONSTANT_FORMS[attribute.name])
+            element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        else:
+            nodes.append(node)
+            continue
+        stored = element if element in _TYPED_ELEMENTS else onnx.TensorProto.FLOAT
+        value_name = node.output[0] if stored == element else f"{node.output[0]}__f32"
+        nodes.append(onnx.helper.make_node("Constant", [], [value_name], name=node.name, value=onnx.helper.make_tensor(
+            value_name, stored, array.shape, array.astype(onnx.helper.tensor_dtype_to_np_dtype(stored)).ravel().tolist())))
+        if stored != element:
+            nodes.append(onnx.helper.make_node("Cast", [value_name], [node.output[0]], to=element))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _forget_inferred_qk_length(model: onnx.ModelProto) -> None:
@@ -106,16 +154,21 @@ INPUT_NAMES_ATTR = "kvattn.onnx_inputs"  # on the imported function: its argumen
 OUTPUT_NAMES_ATTR = "kvattn.onnx_outputs"  # and its results'
 
 
-def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
+def import_model(model: onnx.ModelProto, context: ir.Context,
+                 externalize: bool = False) -> tuple[ir.Module, list[onnx_params.Parameter]]:
     """Import the (already named) model's main graph as a torch-dialect module. The importer
     drops a node's domain from the op name (`onnx.X` for every domain) and the names of graph
     attributes (imported as regions in sorted name order), so each torch.operator of a
     non-default domain gets an `onnx_domain` attribute, and each with regions an
     `onnx_region_names` attribute. The function records the ONNX names of its arguments and
-    results (`kvattn.onnx_inputs` / `kvattn.onnx_outputs`)."""
+    results (`kvattn.onnx_inputs` / `kvattn.onnx_outputs`). With `externalize`, the large
+    initializers become IREE parameters (onnx_params), returned with their archive keys."""
     info = onnx_importer.ModelInfo(model)
     module = info.create_module(context=context)
-    importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
+    if externalize:
+        importer = IREENodeImporter.define_function(info.main_graph, module.operation, onnx_params.param_data())
+    else:
+        importer = onnx_importer.NodeImporter.define_function(info.main_graph, module.operation)
     try:
         with warnings.catch_warnings():
             # Omitted optional outputs ("") have no type proto; they import as !torch.none.
@@ -141,14 +194,24 @@ def import_model(model: onnx.ModelProto, context: ir.Context) -> ir.Module:
             return ir.WalkResult.ADVANCE
 
         module.operation.walk(tag)
-    return module
+    parameters = [onnx_params.Parameter(name, key) for name, key in getattr(importer, "globals", [])]
+    return module, parameters
+
+
+def main_function(module: ir.Module) -> ir.Operation:
+    """The module's function (the imported graph; after lowering, its ABI util.func): the first
+    function op, past the parameters' util.globals."""
+    for op in module.body.operations:
+        if op.operation.name in ("func.func", "util.func"):
+            return op.operation
+    raise KvattnError("the module has no function")
 
 
 def _name_signature(module: ir.Module, model: onnx.ModelProto) -> None:
     initializers = {init.name for init in model.graph.initializer}
     names = {INPUT_NAMES_ATTR: [i.name for i in model.graph.input if i.name not in initializers],
              OUTPUT_NAMES_ATTR: [o.name for o in model.graph.output]}
-    func = module.body.operations[0].operation
+    func = main_function(module)
     for attr, values in names.items():
         func.attributes[attr] = ir.ArrayAttr.get([ir.StringAttr.get(v) for v in values])
 

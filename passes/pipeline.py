@@ -18,7 +18,7 @@ from typing import Callable
 import onnx
 from iree.compiler import ir
 
-from kvattn.lowering import onnx_import
+from kvattn.lowering import onnx_import, onnx_params
 from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import cache_lifetime, registry
 
@@ -49,20 +49,23 @@ class PipelineResult:
     # ONNX operators left for IREE's own lowering after the raised stage, with their counts.
     left_for_iree: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     cache_updates: list[cache_lifetime.CacheUpdate] = dataclasses.field(default_factory=list)
+    # The initializers imported as IREE parameters (externalized weights), with their keys.
+    parameters: list[onnx_params.Parameter] = dataclasses.field(default_factory=list)
 
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
         on_stage: Callable[[str, ir.Module], None] | None = None,
-        options: LoweringOptions = LoweringOptions()) -> PipelineResult:
+        options: LoweringOptions = LoweringOptions(), externalize: bool = False) -> PipelineResult:
     """Import the (checked) model and run the stages up to and including `until`; `on_stage`
-    is called with each stage's name and module as it is reached."""
+    is called with each stage's name and module as it is reached. With `externalize`, the
+    large initializers are imported as IREE parameters (lowering/onnx_params.py)."""
     if until not in KVATTN_STAGES:
         raise ValueError(f"unknown kvattn stage '{until}'; stages: {', '.join(KVATTN_STAGES)}")
     named = onnx_import.with_node_names(model)
     with context, ir.Location.unknown():
-        module = onnx_import.import_model(named, context)
-        entry = ir.StringAttr(module.body.operations[0].operation.attributes["sym_name"]).value
-        result = PipelineResult(module, entry, named, [])
+        module, parameters = onnx_import.import_model(named, context, externalize)
+        entry = ir.StringAttr(onnx_import.main_function(module).attributes["sym_name"]).value
+        result = PipelineResult(module, entry, named, [], parameters=parameters)
         if on_stage:
             on_stage("imported", module)
         for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:
@@ -79,6 +82,8 @@ def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
 def _torch_operators(module: ir.Module) -> collections.Counter:
     counts = collections.Counter()
     for func in module.body.operations:
+        if func.operation.name != "func.func":  # the parameters' util.globals
+            continue
         for op in func.operation.regions[0].blocks[0].operations:
             name = ir.StringAttr(op.operation.attributes["name"]).value if op.operation.name == "torch.operator" else ""
             if name and name != "onnx.Constant":  # initializers import as Constant: data, not nodes

@@ -26,6 +26,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from kvattn.lowering import onnx_params
 from kvattn.lowering.diagnostics import KvattnError, NodeError
 
 PAST_LENGTH = "past_length"
@@ -104,7 +105,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, dic
     del graph.node[:]
     graph.node.extend(_topological(kept + new_nodes, graph))
     del graph.value_info[:]
-    onnx.checker.check_model(model)
+    onnx_params.check_model(model)
     return model, caches
 
 

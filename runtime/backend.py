@@ -4,7 +4,9 @@
     outputs = rep.run([x, y])          # or rep.run({"x": x, "y": y})
 
 `prepare(model, device, dims={"batch": 1})` binds symbolic dims first (onnxruntime's
-free-dimension overrides; passes/bind_dims.py); `arch=` picks the target's chip.
+free-dimension overrides; passes/bind_dims.py); `arch=` picks the target's chip;
+`inline_weights=` as in compile_model. Externalized weights go to a temporary parameter
+archive, memory-mapped by the module and removed from the file system once loaded.
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ class KvattnBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> KvattnRep:
         target = targets.for_onnx_device(device)
-        compiled = compile_model(model, target.name, kwargs.get("arch"), dims=kwargs.get("dims"))
-        return KvattnRep(CompiledModule(compiled.vmfb, target.driver))
+        compiled = compile_model(model, target.name, kwargs.get("arch"), dims=kwargs.get("dims"),
+                                 inline_weights=kwargs.get("inline_weights"))
+        try:
+            return KvattnRep(CompiledModule(compiled.vmfb, target.driver, compiled.params))
+        finally:
+            if compiled.params:
+                compiled.params.unlink()  # mapped by the module (or not needed after a failure)
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs):

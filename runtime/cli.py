@@ -15,8 +15,9 @@ import traceback
 
 import numpy as np
 
+from kvattn.lowering import onnx_params
 from kvattn.lowering.diagnostics import InternalError, KvattnError
-from kvattn.runtime import compiler, targets
+from kvattn.runtime import compiler, parameters, targets
 
 _STAGES = ("imported", "raised", "lowered", "input") + compiler.IREE_STAGES
 _DEBUG_HELP = "show the Python traceback of a failure (also KVATTN_DEBUG=1)"
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Compile an ONNX model to an IREE .vmfb module.")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the .vmfb")
+    p.add_argument("--params-out", metavar="FILE.irpa",
+                   help="where to write the parameter archive of externalized weights (default: beside the "
+                        "vmfb, model.vmfb -> model.irpa); implies externalized weights")
     _add_target_options(p)
     p.add_argument("--dump-ir", metavar="DIR",
                    help="write the IR after each kvattn stage (and iree-compile's phases under DIR/iree)")
@@ -84,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE.npy",
                    help="one model input from a .npy file; repeat for each input")
     p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy instead of printing it")
+    p.add_argument("--params", metavar="FILE.irpa",
+                   help="the parameter archive of a vmfb compiled with externalized weights (default: the .irpa "
+                        "beside the vmfb, model.vmfb -> model.irpa)")
     p.add_argument("--steps", type=int, metavar="N",
                    help="run N decode steps in a session that keeps the model's KV caches on the device "
                         "(caches: inputs whose update is an output, e.g. past_key -> present_key; they start "
@@ -139,6 +146,12 @@ def _add_model_options(parser: argparse.ArgumentParser, when: str = "") -> None:
                        help="rewrite concat-style KV caches (Attention past_key/past_value -> present_*, or a "
                             "Concat of a past cache before Attention) into caches of MAX_LEN rows updated in "
                             "place, with a new 'past_length' input; `run --steps` feeds it for you")
+    weights = group.add_mutually_exclusive_group()
+    weights.add_argument("--inline-weights", dest="inline_weights", action="store_const", const=True,
+                         help="keep the weights in the vmfb (default: only when they total less than "
+                              f"{onnx_params.AUTO_BYTES >> 20} MiB; otherwise they go to a parameter archive, .irpa)")
+    weights.add_argument("--external-weights", dest="inline_weights", action="store_const", const=False,
+                         help="put the weights in a parameter archive (.irpa) whatever their size")
 
 
 def _dims(specs: list[str]) -> dict[str, int]:
@@ -167,11 +180,20 @@ def _compile(args) -> int:
         raise KvattnError(f"-o '{output}' is a directory; give the path of the .vmfb to write")
     if not output.parent.is_dir():
         raise KvattnError(f"-o '{output}': the directory '{output.parent}' does not exist")
+    inline_weights = args.inline_weights
+    if args.params_out is not None:
+        if inline_weights:
+            raise KvattnError("--params-out and --inline-weights: inline weights have no parameter archive")
+        inline_weights = False
     compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir, progress=_progress(args),
-                                      static_kv_cache=args.static_kv_cache, dims=_dims(args.dim))
+                                      static_kv_cache=args.static_kv_cache, dims=_dims(args.dim),
+                                      inline_weights=inline_weights,
+                                      params_out=args.params_out or parameters.beside(output))
     output.write_bytes(compiled.vmfb)
     if not args.quiet:
-        print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes)", file=sys.stderr)
+        archive = (f" and {compiled.params} ({compiled.params.stat().st_size} bytes, "
+                   f"{len(compiled.manifest.parameters.keys)} parameters)") if compiled.params else ""
+        print(f"kvattn: wrote {args.output} ({len(compiled.vmfb)} bytes){archive}", file=sys.stderr)
     return 0
 
 
@@ -185,12 +207,15 @@ def _run(args) -> int:
     if args.output_dir and pathlib.Path(args.output_dir).exists() and not pathlib.Path(args.output_dir).is_dir():
         raise KvattnError(f"--output-dir '{args.output_dir}' is a file, not a directory")
     if path.suffix == ".onnx":
+        if args.params is not None:
+            raise KvattnError(f"--params is for a compiled .vmfb; '{path}' is compiled (with its archive) first")
         module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args),
-                                                        args.static_kv_cache, _dims(args.dim)))
-    elif args.dim or args.static_kv_cache is not None:
-        raise KvattnError(f"--dim and --static-kv-cache apply when compiling; '{path}' is already compiled")
+                                                        args.static_kv_cache, _dims(args.dim), args.inline_weights))
+    elif args.dim or args.static_kv_cache is not None or args.inline_weights is not None:
+        raise KvattnError(f"--dim, --static-kv-cache and --inline-weights/--external-weights apply when compiling; "
+                          f"'{path}' is already compiled")
     else:
-        module = CompiledModule.load(path)
+        module = CompiledModule.load(path, params=args.params)
     outputs = module.run(inputs) if args.steps is None else _run_steps(module, inputs, args.steps, _progress(args))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -258,10 +283,11 @@ def _inspect(args) -> int:
 
     dims = _dims(args.dim)
     if args.stage:
-        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache, dims)
+        text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache, dims,
+                                            args.inline_weights)
         print(text)
     else:
-        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache, dims))
+        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache, dims, args.inline_weights))
     return 0
 
 

@@ -2,7 +2,11 @@
 
 `compile_model` is the Python API behind `kvattn compile`; `compile_to_stage` gives the IR at
 any stage for `kvattn inspect`; `compile_cached` memoizes vmfbs by model content and flags.
-Each takes `dims` ({symbolic dim: size}, passes/bind_dims.py), bound before anything else.
+Each takes `dims` ({symbolic dim: size}, passes/bind_dims.py), bound before anything else, and
+`inline_weights`: None (default) externalizes the weights of models with more than
+onnx_params.AUTO_BYTES of them into an IREE parameter archive (.irpa) beside the vmfb, which then
+holds only code; True keeps them in the vmfb, False always externalizes. No stage prints the
+weights: `inspect` and `--dump-ir` elide large constants.
 """
 
 from __future__ import annotations
@@ -15,44 +19,53 @@ import importlib
 import os
 import pathlib
 import re
+import tempfile
 from typing import Callable, Mapping
 
 import onnx
 from iree.compiler import ir
 from iree.compiler import tools as iree_tools
 from iree.compiler import version as iree_version
+from onnx import external_data_helper
 
 import kvattn
-from kvattn.lowering import onnx_import, tensor_types
+from kvattn.lowering import onnx_import, onnx_params, tensor_types
 from kvattn.lowering.diagnostics import InternalError, KvattnError
 from kvattn.passes import bind_dims, pipeline, static_kv_cache
 from kvattn.runtime import targets
-from kvattn.runtime.manifest import REFLECTION_KEY, CacheLink, Manifest, ScatterBound, StaticCacheInfo, TensorSpec
+from kvattn.runtime.manifest import (REFLECTION_KEY, CacheLink, Manifest, Parameters, ScatterBound, StaticCacheInfo,
+                                     TensorSpec)
 
 IREE_STAGES = ("flow", "stream", "executable-sources", "executable-targets", "hal", "vm")
 Progress = Callable[[str], None]
+# Printed IR (inspect, --dump-ir) shows constants of more elements than this as __elided__.
+_ELIDE = 16
+_ELIDE_FLAGS = [f"--mlir-elide-elementsattrs-if-larger={_ELIDE}", f"--mlir-elide-resource-strings-if-larger={_ELIDE}"]
 
 
 @dataclasses.dataclass(frozen=True)
 class CompiledModel:
     vmfb: bytes
     manifest: Manifest
+    params: pathlib.Path | None = None  # the parameter archive written, when the weights are externalized
 
 
 def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
                   dump_ir: str | os.PathLike | None = None, progress: Progress | None = None,
-                  static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None) -> CompiledModel:
+                  static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None,
+                  inline_weights: bool | None = None, params_out: str | os.PathLike | None = None) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
     default the target's). With `dims`, those symbolic dims are bound first; with
     `static_kv_cache`, concat-style KV caches are then rewritten to that fixed capacity
-    (passes/static_kv_cache.py).
+    (passes/static_kv_cache.py). Externalized weights (see `inline_weights` above) are written
+    to `params_out`, by default a new temporary .irpa file, which the result names (`params`).
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
     target_info = targets.get(target)
     dump_dir = pathlib.Path(dump_ir) if dump_ir is not None else None
     if dump_dir:
         _make_dir(dump_dir, "--dump-ir")
-    model, static_info = _prepared(source, dims, static_kv_cache, say)
+    model, static_info, externalize = _prepared(source, dims, static_kv_cache, inline_weights, say)
     signature = {}
 
     def on_stage(stage: str, module: ir.Module) -> None:
@@ -61,10 +74,16 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
             signature.update(_signature(module, model))
         if dump_dir:
             index = pipeline.KVATTN_STAGES.index(stage)
-            (dump_dir / f"{index:02d}-{stage}.mlir").write_text(str(module))
+            (dump_dir / f"{index:02d}-{stage}.mlir").write_text(_printed(module))
 
     context = onnx_import.make_context()
-    result = pipeline.run(model, context, "input", on_stage, target_info.lowering)
+    result = pipeline.run(model, context, "input", on_stage, target_info.lowering, externalize)
+    params, parameters = None, None
+    if result.parameters:
+        params = pathlib.Path(params_out) if params_out is not None else _temporary_archive()
+        say(f"writing {len(result.parameters)} parameters to {params}")
+        entries = onnx_params.write_archive(model, result.parameters, _data_dir(source), params)
+        parameters = Parameters(onnx_params.SCOPE, tuple(key for key, _ in entries), tuple(size for _, size in entries))
     manifest = Manifest(
         entry=result.entry,
         target=target,
@@ -74,6 +93,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
         nodes=tuple(dataclasses.asdict(node) for node in result.raised),
         caches=tuple(_cache_links(result.cache_updates)),
         static_cache=static_info,
+        parameters=parameters,
     )
     with context:
         _embed_manifest(result.module, manifest)
@@ -82,46 +102,70 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     if dump_dir:
         flags.append(f"--dump-compilation-phases-to={dump_dir / 'iree'}")
     say(f"iree-compile for {target}")
-    return CompiledModel(iree_compile(text, flags), manifest)
+    return CompiledModel(iree_compile(text, flags), manifest, params)
 
 
 def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | None = None,
-                     static_kv_cache: int | None = None,
-                     dims: Mapping[str, int] | None = None) -> tuple[str, pipeline.PipelineResult]:
-    """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text."""
+                     static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None,
+                     inline_weights: bool | None = None) -> tuple[str, pipeline.PipelineResult]:
+    """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text, with
+    large constants elided (externalized weights need no archive here)."""
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:
         raise KvattnError(f"unknown stage '{stage}'; stages: {', '.join(pipeline.KVATTN_STAGES + IREE_STAGES)}")
-    model, _ = _prepared(source, dims, static_kv_cache)
+    model, _, externalize = _prepared(source, dims, static_kv_cache, inline_weights)
     context = onnx_import.make_context()
     kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
-    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering)
+    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering, externalize=externalize)
     with context:
+        if stage not in IREE_STAGES:
+            return _printed(result.module), result
         text = str(result.module)
-    if stage in IREE_STAGES:
-        text = iree_compile(text, targets.get(target).flags(arch) + [f"--compile-to={stage}"]).decode()
-    return text, result
+    flags = targets.get(target).flags(arch) + [f"--compile-to={stage}"] + _ELIDE_FLAGS
+    return iree_compile(text, flags).decode(), result
+
+
+def _printed(module: ir.Module) -> str:
+    """The module as text for people, constants of more than a few elements elided."""
+    return module.operation.get_asm(large_elements_limit=_ELIDE, large_resource_limit=_ELIDE)
+
+
+def _data_dir(source) -> str:
+    """Where the external data of the model `source` is: beside the file, or (a ModelProto or
+    bytes) relative to the working directory, as onnx does."""
+    return os.path.dirname(os.path.abspath(source)) if isinstance(source, (str, os.PathLike)) else ""
+
+
+def _temporary_archive() -> pathlib.Path:
+    handle, name = tempfile.mkstemp(prefix="kvattn-", suffix=".irpa")
+    os.close(handle)
+    return pathlib.Path(name)
 
 
 def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str | None = None,
                    progress: Progress | None = None, static_kv_cache: int | None = None,
-                   dims: Mapping[str, int] | None = None) -> bytes:
-    """The vmfb for an .onnx file, from the cache when the model (with its external data),
-    options, kvattn's own code and IREE's version match."""
+                   dims: Mapping[str, int] | None = None, inline_weights: bool | None = None) -> pathlib.Path:
+    """The cached vmfb file for an .onnx file, compiled into the cache unless one is there for
+    the same model (with its external data), options, kvattn's own code and IREE's version.
+    Externalized weights are cached beside it (`<key>.irpa`): `CompiledModule.load` finds them."""
     model = onnx_import.load_model(path)
+    externalize = onnx_params.externalize(model, inline_weights)
     key = hashlib.sha256()
-    for part in (model.SerializeToString(), target.encode(), " ".join(targets.get(target).flags(arch)).encode(),
-                 str(static_kv_cache).encode(), str(sorted((dims or {}).items())).encode(),
+    for part in (model.SerializeToString(), _external_data_digest(model, _data_dir(path)), target.encode(),
+                 " ".join(targets.get(target).flags(arch)).encode(), str(static_kv_cache).encode(),
+                 str(sorted((dims or {}).items())).encode(), f"externalize={externalize}".encode(),
                  _kvattn_code_digest(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")
     directory = cache_dir()
     cache_file = directory / f"{key.hexdigest()}.vmfb"
-    if cache_file.is_file():
+    archive = cache_file.with_suffix(".irpa")
+    if cache_file.is_file() and (archive.is_file() or not (externalize and onnx_params.weight_bytes(model))):
         if progress:
             progress(f"using cached {cache_file}")
-        return cache_file.read_bytes()
+        return cache_file
     _make_dir(directory, "the compile cache (KVATTN_CACHE_DIR)")
-    vmfb = compile_model(model, target, arch, progress=progress, static_kv_cache=static_kv_cache, dims=dims).vmfb
+    vmfb = compile_model(path, target, arch, progress=progress, static_kv_cache=static_kv_cache, dims=dims,
+                         inline_weights=not externalize, params_out=archive).vmfb
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
     try:
         temporary.write_bytes(vmfb)
@@ -129,20 +173,39 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
     except OSError as exc:
         raise KvattnError(f"the compile cache (KVATTN_CACHE_DIR): cannot write '{temporary}': "
                           f"{exc.strerror or exc}") from None
-    return vmfb
+    return cache_file
 
 
-def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | None,
-              say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None]:
-    """The loaded model with `dims` bound and its caches made static, as asked."""
+def _external_data_digest(model: onnx.ModelProto, base_dir: str) -> bytes:
+    """A digest of the contents of the external data files the model's initializers name."""
+    digest = hashlib.sha256()
+    locations = sorted({external_data_helper.ExternalDataInfo(tensor).location for tensor in model.graph.initializer
+                        if external_data_helper.uses_external_data(tensor)})
+    for location in locations:
+        try:
+            with open(os.path.join(base_dir, location), "rb") as file:
+                digest.update(hashlib.file_digest(file, "sha256").digest())
+        except OSError as exc:
+            raise KvattnError(f"cannot read the model's external data '{location}': {exc.strerror or exc}") from None
+    return digest.digest()
+
+
+def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | None, inline_weights: bool | None,
+              say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None, bool]:
+    """The loaded model with `dims` bound and its caches made static, as asked; whether its
+    weights are externalized (if not, the model has all its external data read)."""
     model = onnx_import.load_model(source)
+    static_info = None
     if dims:
         say(f"binding {', '.join(f'{name}={value}' for name, value in dims.items())}")
         model = bind_dims.bind(model, dims)
-    if static_kv_cache is None:
-        return model, None
-    say(f"rewriting KV caches to {static_kv_cache} rows")
-    return _static_caches(model, static_kv_cache)
+    if static_kv_cache is not None:
+        say(f"rewriting KV caches to {static_kv_cache} rows")
+        model, static_info = _static_caches(model, static_kv_cache)
+    externalize = onnx_params.externalize(model, inline_weights)
+    if not externalize:
+        model = onnx_params.read_all(model, _data_dir(source))
+    return model, static_info, externalize
 
 
 def _make_dir(path: pathlib.Path, what: str) -> None:
@@ -201,7 +264,7 @@ def _diagnostics(message: str, max_lines: int = 40) -> str:
 def _signature(module: ir.Module, model: onnx.ModelProto) -> dict:
     """The imported function's arguments and results as TensorSpecs, with the ONNX dim_param
     names of the model's graph inputs and outputs."""
-    func = module.body.operations[0].operation
+    func = onnx_import.main_function(module)
     function_type = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
     input_names, output_names = onnx_import.signature_names(func)
     symbols = {value.name: tuple(d.dim_param if d.dim_param and not d.HasField("dim_value") else None

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import onnx
 
-from kvattn.lowering import onnx_import
+from kvattn.lowering import onnx_import, onnx_params
 from kvattn.runtime import compiler
 
 _PLUMBING = ("tensor.empty", "linalg.fill")  # not worth listing in "lowered to"
@@ -19,15 +19,22 @@ def count_dispatches(flow_ir: str) -> int:
 
 
 def summary(source, target: str = "llvm-cpu", arch: str | None = None, static_kv_cache: int | None = None,
-            dims: Mapping[str, int] | None = None) -> str:
+            dims: Mapping[str, int] | None = None, inline_weights: bool | None = None) -> str:
     """The summary `kvattn inspect` prints; its inputs and outputs are those of the model as
-    compiled (bound `dims`, static caches)."""
-    flow_ir, result = compiler.compile_to_stage(source, "flow", target, arch, static_kv_cache, dims)
+    compiled (bound `dims`, static caches), and where its weights go."""
+    flow_ir, result = compiler.compile_to_stage(source, "flow", target, arch, static_kv_cache, dims, inline_weights)
     model = result.named_model
     raised = {node.node: node for node in result.raised}
     others = result.left_for_iree
     lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}"]
     lines += _describe_io(model)
+    externalized = {parameter.initializer for parameter in result.parameters}
+    if externalized:
+        total = sum(onnx_params.nbytes(tensor) for tensor in model.graph.initializer if tensor.name in externalized)
+        lines.append(f"weights: {len(externalized)} parameters, {total / 1e6:.1f} MB, in a parameter archive "
+                     f"(scope '{onnx_params.SCOPE}')")
+    elif onnx_params.weight_bytes(model):
+        lines.append(f"weights: {onnx_params.weight_bytes(model) / 1e6:.1f} MB, inline in the vmfb")
     lines.append("kvattn nodes:" if raised else "kvattn nodes: none")
     width = max((len(name) for name in raised), default=0)
     for node in result.raised:

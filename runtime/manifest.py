@@ -71,6 +71,21 @@ class StaticCacheInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class Parameters:
+    """Set when the module's weights are IREE parameters (externalized): the archive it needs
+    holds each key of `keys` in scope `scope`, of `sizes[i]` bytes. Checked before the module
+    is loaded with an archive (runtime/parameters.py)."""
+
+    scope: str
+    keys: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     entry: str
     target: str
@@ -80,6 +95,7 @@ class Manifest:
     nodes: tuple[dict, ...] = ()  # {"node", "onnx_op", "kvattn_op", "lowered_to", "route", "cache"} per raised node
     caches: tuple[CacheLink, ...] = ()
     static_cache: StaticCacheInfo | None = None
+    parameters: Parameters | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -96,7 +112,12 @@ class Manifest:
             nodes=tuple(raw["nodes"]),
             caches=tuple(CacheLink(**c) for c in raw["caches"]),
             static_cache=StaticCacheInfo(**raw["static_cache"]) if raw["static_cache"] else None,
+            parameters=_parameters(raw.get("parameters")),  # absent in vmfbs from before parameters
         )
+
+
+def _parameters(raw: dict | None) -> Parameters | None:
+    return Parameters(raw["scope"], tuple(raw["keys"]), tuple(raw["sizes"])) if raw else None
 
 
 def _tensor_spec(raw: dict) -> TensorSpec:

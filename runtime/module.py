@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pathlib
 import re
 from typing import Mapping, Sequence
 
@@ -19,14 +20,23 @@ import numpy as np
 import iree.runtime as ireert
 
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.runtime import device_buffers, targets
+from kvattn.runtime import device_buffers, parameters, targets
 from kvattn.runtime.manifest import REFLECTION_KEY, Manifest
 
 
 class CompiledModule:
-    """A loaded vmfb: `module(inputs)` / `module.run({name: array})` → {output name: array}."""
+    """A loaded vmfb (its bytes, or the path of a .vmfb file): `module(inputs)` /
+    `module.run({name: array})` → {output name: array}. A module compiled with externalized
+    weights needs its parameter archive, `params` (.irpa, memory-mapped; runtime/parameters.py),
+    by default the one beside the vmfb file (model.vmfb -> model.irpa)."""
 
-    def __init__(self, vmfb: bytes, driver: str | None = None):
+    def __init__(self, vmfb: bytes | str | os.PathLike, driver: str | None = None,
+                 params: str | os.PathLike | None = None):
+        params_beside = None
+        if isinstance(vmfb, (str, os.PathLike)):
+            params_beside = parameters.beside(vmfb)
+            with open(vmfb, "rb") as file:
+                vmfb = file.read()
         instance = ireert.VmInstance()
         try:
             self._vm_module = ireert.VmModule.copy_buffer(instance, vmfb)
@@ -36,14 +46,25 @@ class CompiledModule:
         self._specs = {spec.name: spec for spec in self.manifest.inputs + self.manifest.outputs}
         self.driver = driver or _default_driver(self.manifest.target)
         self.device = create_device(self.driver)
-        self._vm_context = ireert.VmContext(instance, [ireert.create_hal_module(instance, self.device),
-                                                       self._vm_module])
+        modules = [ireert.create_hal_module(instance, self.device)]
+        expected = self.manifest.parameters
+        if expected is not None:
+            archive = params or params_beside
+            if archive is None:
+                raise KvattnError(f"this module's weights are in a parameter archive ({parameters.describe(expected)}): "
+                                  f"give it (--params FILE.irpa; `kvattn compile` writes it beside the vmfb)")
+            modules.append(parameters.io_parameters_module(instance, archive, expected))
+        elif params is not None:
+            raise KvattnError(f"--params '{params}': this module has its weights inline (it was compiled without "
+                              f"a parameter archive)")
+        self._vm_context = ireert.VmContext(instance, modules + [self._vm_module])
         self._function = self._vm_module.lookup_function(self.manifest.entry)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, driver: str | None = None) -> "CompiledModule":
-        with open(path, "rb") as file:
-            return cls(file.read(), driver)
+    def load(cls, path: str | os.PathLike, driver: str | None = None,
+             params: str | os.PathLike | None = None) -> "CompiledModule":
+        """The vmfb at `path`; its parameter archive is `params`, by default beside it."""
+        return cls(pathlib.Path(path), driver, params)
 
     @property
     def input_names(self) -> list[str]:
@@ -126,9 +147,9 @@ class CompiledModule:
             worst = int(indices.max()) + bound.rows if indices.size else 0
             if worst > bound.capacity or (indices.size and int(indices.min()) < 0):
                 raise KvattnError(
-                    f"TensorScatter node '{bound.node}': write_indices {bound.write_indices}={indices.tolist()} "
-                    f"plus {bound.rows} new row(s) exceed the cache length {bound.capacity} (linear mode); "
-                    f"nothing was written")
+                    f"TensorScatter node '{bound.node}': write_indices (input '{bound.write_indices}') "
+                    f"{indices.tolist()} out of range: a linear write of {bound.rows} row(s) into a cache of "
+                    f"{bound.capacity} needs 0 <= write_indices[b] <= {bound.capacity - bound.rows}; nothing was written")
 
 
 @functools.cache
