@@ -13,10 +13,12 @@ import os
 import re
 import warnings
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from iree.compiler import ir
 from iree.compiler.extras import onnx_importer
+from onnx import numpy_helper
 
 from kvattn.lowering.diagnostics import KvattnError
 
@@ -56,10 +58,18 @@ def load_model(source) -> onnx.ModelProto:
 
 
 def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model whose nodes all have unique names and whose intermediate values carry
-    the types ONNX shape inference gives them (the user's model is untouched)."""
-    named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    """A copy of the model whose nodes all have unique names, whose intermediate values carry
+    the types ONNX shape inference gives them, and whose subgraph Constants are typed tensors
+    (the user's model is untouched)."""
+    try:
+        named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise KvattnError(f"ONNX shape inference rejected the model: {_first_line(exc)}") from None
     _forget_inferred_qk_length(named)
+    for node in named.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _type_constants(attribute.g)
     taken = {node.name for node in named.graph.node if node.name}
     for index, node in enumerate(named.graph.node):
         if not node.name:
@@ -68,7 +78,67 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
                 name += "_"
             node.name = name
             taken.add(name)
+    _check_declared_types(named)
     return named
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_declared_types(named: onnx.ModelProto) -> None:
+    """A declared output (or value_info) type that disagrees with what its node computes is an
+    error naming the node (non-strict shape inference keeps the declared type, and IREE then
+    fails on an incompatible cast); other strict-mode complaints are left to the later stages."""
+    try:
+        onnx.shape_inference.infer_shapes(named, strict_mode=True)
+    except onnx.shape_inference.InferenceError as exc:
+        conflict = _DECLARED_CONFLICT.search(str(exc))
+        if conflict:
+            op_type, node, detail = conflict.groups()
+            raise KvattnError(f"{op_type} node '{node}': the model declares a type for its output that differs "
+                              f"from what the node computes: {detail.strip()}") from None
+
+
+_DECLARED_CONFLICT = re.compile(r"\(op_type:(\w+), node name: ([^)]*)\): \[\w+\] "
+                                r"(Inferred (?:shape|elem type) and existing (?:shape|elem type) differ[^\n]*)")
+
+
+_CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
+                   "value_int": np.int64, "value_ints": np.int64}
+# Element types IREE's importer reads from a TensorProto's typed fields (raw_data becomes a
+# dense_resource, whose bytes MLIR's Python API cannot read back).
+_TYPED_ELEMENTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64,
+                   onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL)
+
+
+def _type_constants(graph: onnx.GraphProto) -> None:
+    """Every Constant of a subgraph (FlexAttention's score_mod / prob_mod, which kvattn folds
+    at compile time) as `value` with typed fields, whichever form the exporter wrote (raw_data,
+    value_float(s), value_int(s)); fp16/bf16 values become an f32 Constant and a Cast (exact)."""
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+            nodes.append(node)
+            continue
+        attribute = node.attribute[0]
+        if attribute.name == "value":
+            array = numpy_helper.to_array(attribute.t)
+            element = attribute.t.data_type
+        elif attribute.name in _CONSTANT_FORMS:
+            array = np.array(onnx.helper.get_attribute_value(attribute), _CONSTANT_FORMS[attribute.name])
+            element = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        else:
+            nodes.append(node)
+            continue
+        stored = element if element in _TYPED_ELEMENTS else onnx.TensorProto.FLOAT
+        value_name = node.output[0] if stored == element else f"{node.output[0]}__f32"
+        nodes.append(onnx.helper.make_node("Constant", [], [value_name], name=node.name, value=onnx.helper.make_tensor(
+            value_name, stored, array.shape, array.astype(onnx.helper.tensor_dtype_to_np_dtype(stored)).ravel().tolist())))
+        if stored != element:
+            nodes.append(onnx.helper.make_node("Cast", [value_name], [node.output[0]], to=element))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _forget_inferred_qk_length(model: onnx.ModelProto) -> None:

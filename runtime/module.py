@@ -126,9 +126,9 @@ class CompiledModule:
             worst = int(indices.max()) + bound.rows if indices.size else 0
             if worst > bound.capacity or (indices.size and int(indices.min()) < 0):
                 raise KvattnError(
-                    f"TensorScatter node '{bound.node}': write_indices {bound.write_indices}={indices.tolist()} "
-                    f"plus {bound.rows} new row(s) exceed the cache length {bound.capacity} (linear mode); "
-                    f"nothing was written")
+                    f"TensorScatter node '{bound.node}': write_indices (input '{bound.write_indices}') "
+                    f"{indices.tolist()} out of range: a linear write of {bound.rows} row(s) into a cache of "
+                    f"{bound.capacity} needs 0 <= write_indices[b] <= {bound.capacity - bound.rows}; nothing was written")
 
 
 @functools.cache
