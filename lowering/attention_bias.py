@@ -5,12 +5,20 @@ mask  = causal (bottom-right: key j ≤ i + offset), left/right windows, nonpad_
         keys), combined by one linalg.generic into an additive bias [B?,Hkv?,G?,S,T] holding only
         the dims it varies in; offset = past length | nonpad_kv_seqlen[b] - S | 0.
 guard = rows whose bias is all -inf give 0 (IREE's softmax would give NaN; ONNX wants zeros).
+lift  = for IREE's fused attention, which multiplies the mask by log2(e): a row whose largest
+        bias value m is finite but below the floor F = -max/2 of the element type (transformers'
+        finfo.min masks) gets F - m added, so no value overflows to -inf (that gave
+        NaN) and the row keeps what onnx.reference computes: there s + m rounds to m, the keys
+        at the row's largest mask value share the probability and all others get 0.
 Keys at or past max(nonpad_kv_seqlen) are masked for every row, so the attention may skip them.
 """
 
 from __future__ import annotations
 
 import math
+
+import ml_dtypes
+import numpy as np
 
 from kvattn.lowering.attention_operands import AttentionSizes, float_cast
 from kvattn.lowering.mlir_text import Dim, FunctionWriter, Value
@@ -127,6 +135,26 @@ def bias_row_max(w: FunctionWriter, bias: Value, bias_roles) -> tuple[Value, lis
     row_max = w.generic(bias_roles, [(bias, bias_roles)], lowest,
                         lambda b, block: b.binary("maximumf", block[0], block[1]), reduction_dims=("l",))
     return row_max, row_roles
+
+
+_FINFO = {"f32": np.finfo(np.float32), "f16": np.finfo(np.float16), "bf16": ml_dtypes.finfo(ml_dtypes.bfloat16)}
+
+
+def lift_huge_rows(w: FunctionWriter, bias: Value, bias_roles) -> tuple[Value, tuple[str, ...]]:
+    """The bias with every row whose largest value is finite and below the floor shifted up to
+    it (the module docstring's `lift`); rows fully masked with -inf stay as they are."""
+    row_max, row_roles = bias_row_max(w, bias, bias_roles)
+    element = bias.element
+    floor = w.constant(-float(_FINFO[element].max) / 2, element)
+    lowest = w.constant(-math.inf, element)
+    zero = w.constant(0.0, element)
+
+    def lift(b: FunctionWriter, block: list[Value]) -> Value:
+        value, top = block[0], block[1]
+        huge = b.binary("andi", b.compare("cmpf", "olt", top, floor), b.compare("cmpf", "ogt", top, lowest))
+        return b.binary("addf", value, b.select(huge, b.binary("subf", floor, top), zero))
+
+    return w.generic(bias_roles, [(bias, bias_roles), (row_max, row_roles)], w.empty_like(bias), lift), bias_roles
 
 
 def zero_fully_masked_rows(w: FunctionWriter, out: Value, out_roles, bias: Value, bias_roles) -> Value:

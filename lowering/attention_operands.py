@@ -43,6 +43,11 @@ class AttentionSizes:
         past = args.get("past_key")
         self.past_len: Dim = w.dim(past, 2) if past is not None else 0
         self.total_len = w.add(self.past_len, self.new_len)
+        no_keys = "has no keys (K is empty and there is no past): a softmax over no keys is undefined"
+        if self.total_len == 0:
+            raise ctx.error(no_keys)
+        if not isinstance(self.total_len, int):
+            ctx.require(w.compare("cmpi", "ugt", w.index(self.total_len), w.index(0)), no_keys)
         self.group = self.q_heads // self.kv_heads
         self.size: dict[str, Dim] = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
                                      "l": self.total_len, "d": self.head_q, "e": self.head_v}

@@ -148,6 +148,8 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         logit = float_cast(b, block[0], "f32")
         if bias is not None:
             logit = b.binary("addf", logit, float_cast(b, block[1], "f32"))
+            if bias[0].element == scores.element:  # numpy adds two fp16 (bf16) arrays in that type
+                logit = float_cast(b, logit, scores.element)
         return float_cast(b, logit, softmax_precision)
 
     logits = scores

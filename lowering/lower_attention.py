@@ -18,7 +18,7 @@ import math
 import onnx
 from iree.compiler import ir
 
-from kvattn.lowering.attention_bias import combined_bias, longest_valid_length
+from kvattn.lowering.attention_bias import combined_bias, lift_huge_rows, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
@@ -58,16 +58,17 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
 
     results = {}
     if not fused:
-        if precision:
-            w.note(f"unfused: {element} attention without softmax_precision=FLOAT, each step rounded to "
-                   f"{element} where the ONNX reference rounds")
-        else:
-            w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
         # The reference's softcap promotes to f32 (its attribute is a float32 scalar); an
         # explicit softmax_precision rounds the logits back.
         softmax_precision = precision or "f32"
-        if softcap and op.attr("softmax_precision") is None:
+        requested = op.attr("softmax_precision")
+        if (softcap and requested is None) or requested not in (None, _onnx_type(element)):
             softmax_precision = "f32"
+        if precision:
+            w.note(f"unfused: {element} attention, each step rounded to {element} where the ONNX reference "
+                   f"rounds (softmax in {softmax_precision})")
+        else:
+            w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
         bias = combined_bias(ctx, sizes, precision or "f32")
         computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",
                                      softmax_precision=softmax_precision)
@@ -80,6 +81,8 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
         w.note("fused: one iree_linalg_ext.attention")
         compute = "f32" if options.attention_in_f32 else element
         bias = combined_bias(ctx, sizes, compute)
+        if "attn_mask" in args and args["attn_mask"].element != "i1":
+            bias = lift_huge_rows(w, *bias)
         valid_keys = None
         # A dynamic key count compiles only with kvattn's own CPU tiles, which are f32-only
         # (IREE's default tiles fail to vectorize it: "'vector.mask' op expects a 'vector<16xi1>'").
@@ -122,12 +125,20 @@ def _dequantized(ctx: RuleContext) -> RuleContext:
 
 def _reference_precision(op: KvOp, element: str) -> str | None:
     """fp16/bf16 when ONNX computes this attention in that type (softmax_precision absent or
-    naming it), so kvattn rounds like the reference; else None (f32 inside)."""
+    naming it), so kvattn rounds like the reference; else None (f32 inside). Also with
+    softmax_precision=FLOAT when a float attn_mask is added: ONNX adds it to the scores in
+    fp16/bf16, which decides what a row masked with large finite values gives (all its scores
+    round to the mask value); the fused route would add it in f32."""
     if element not in ("f16", "bf16"):
         return None
     requested = op.attr("softmax_precision")
-    own_type = onnx.helper.np_dtype_to_tensor_dtype(tensor_types.numpy_dtype(element))
-    return element if requested is None or requested == own_type else None
+    mask = op.operand_type("attn_mask")
+    float_mask = mask is not None and mask.element != "i1"
+    return element if requested in (None, _onnx_type(element)) or float_mask else None
+
+
+def _onnx_type(element: str) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(tensor_types.numpy_dtype(element))
 
 
 def _softcap(b: FunctionWriter, score: Value, cap: float) -> Value:

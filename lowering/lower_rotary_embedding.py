@@ -9,6 +9,7 @@ cos/sin read at the token's position (position_ids[b, s] into [max_pos, H] cache
   interleaved, j even        y = cos[j/2]·x[j] − sin[j/2]·x[j+1]
                j odd         y = sin[j/2]·x[j−1] + cos[j/2]·x[j]
 3D inputs [B, S, N·D] are expanded to [B, S, N, D] first; the arithmetic is done in f32.
+The call fails before the gather unless every position_ids value is in [0, max_pos).
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def lower_rotary_embedding(ctx: RuleContext) -> dict[str, Value]:
         raise op.error(f"rotary_embedding_dim {rotary} needs caches with {half} columns and at most {head} "
                        f"head elements; cos_cache is {cos.type.describe()}")
     ctx.require_equal(w.dim(cos, cos.rank - 1), half, f"cos_cache/sin_cache need {half} columns")
+    for axis in range(cos.rank):
+        ctx.require_equal(w.dim(sin, axis), w.dim(cos, axis), f"sin_cache and cos_cache differ in dim {axis}")
+    if positions is not None:
+        rows = w.dim(cos, 0)
+        highest, zero = w.scalar(w.sub(rows, 1), "i64"), w.constant(0, "i64")
+        ctx.require_all(positions, lambda b, p: b.binary(
+            "andi", b.compare("cmpi", "sge", p, zero), b.compare("cmpi", "sle", p, highest)),
+            f"position_ids out of range: every position must be in [0, {rows if isinstance(rows, int) else 'N'}) "
+            f"for a cos_cache of {rows if isinstance(rows, int) else 'N'} rows")
     # position_ids [B, S], or caches [B, S, H] without them; a static 1 broadcasts (exporters
     # give caches [1, S, H]).
     per_token = positions if positions is not None else cos

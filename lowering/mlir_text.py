@@ -232,6 +232,15 @@ class FunctionWriter:
         text = message.replace("\\", "/").replace('"', "'")
         self.line(f'cf.assert {condition}, "{text}" {self.location}')
 
+    def require_all(self, values: Value, predicate: Callable[["FunctionWriter", Value], Value], message: str) -> None:
+        """Fail the call at run time with `message` unless `predicate` (given a body writer and
+        one element) holds for every element of `values`: an and-reduction on the device whose
+        i1 the host reads back before it launches anything that depends on the assert."""
+        dims = [f"d{axis}" for axis in range(values.rank)]
+        every = self.generic(dims, [(values, dims)], self.fill(self.constant(1, "i1"), []),
+                             lambda b, args: b.binary("andi", args[1], predicate(b, args[0])), reduction_dims=dims)
+        self.require(self.extract(every, []), message)
+
     def reshape_barrier(self, value: Value, side: str) -> Value:
         """`value` through an iree_tensor_ext.compute_barrier: "start" keeps reshapes above it
         from moving down past it, "end" keeps reshapes below it from moving up."""

@@ -65,7 +65,10 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model whose nodes all have unique names, whose intermediate values carry
     the types ONNX shape inference gives them, and whose subgraph Constants are typed tensors
     (the user's model is untouched)."""
-    named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:
+        named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise KvattnError(f"ONNX shape inference rejected the model: {_first_line(exc)}") from None
     _forget_inferred_qk_length(named)
     for node in named.graph.node:
         for attribute in node.attribute:
@@ -79,7 +82,30 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
                 name += "_"
             node.name = name
             taken.add(name)
+    _check_declared_types(named)
     return named
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_declared_types(named: onnx.ModelProto) -> None:
+    """A declared output (or value_info) type that disagrees with what its node computes is an
+    error naming the node (non-strict shape inference keeps the declared type, and IREE then
+    fails on an incompatible cast); other strict-mode complaints are left to the later stages."""
+    try:
+        onnx.shape_inference.infer_shapes(named, strict_mode=True)
+    except onnx.shape_inference.InferenceError as exc:
+        conflict = _DECLARED_CONFLICT.search(str(exc))
+        if conflict:
+            op_type, node, detail = conflict.groups()
+            raise KvattnError(f"{op_type} node '{node}': the model declares a type for its output that differs "
+                              f"from what the node computes: {detail.strip()}") from None
+
+
+_DECLARED_CONFLICT = re.compile(r"\(op_type:(\w+), node name: ([^)]*)\): \[\w+\] "
+                                r"(Inferred (?:shape|elem type) and existing (?:shape|elem type) differ[^\n]*)")
 
 
 _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,

@@ -21,3 +21,7 @@ class LoweringOptions:
     # cache capacity (f32 attention, which gets CPU tiles). Verified on llvm-cpu; the GPU
     # targets keep the full-capacity mask.
     slice_keys_to_valid_length: bool = False
+    # The target divides 64-bit integers (IREE's i64 emulation for SPIR-V has no arith.remsi):
+    # a circular TensorScatter reduces its int64 write_indices modulo the capacity in i64;
+    # without it, indices must lie in the int32 range (checked at run time) and are reduced in i32.
+    int64_division: bool = True

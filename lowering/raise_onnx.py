@@ -7,8 +7,10 @@
     %r  = torch_c.from_builtin_tensor %y          (one per present result)
 
 ONNX inputs/outputs are matched to the op spec's operands/results by position; `!torch.none`
-operands and results are absent optionals. Every other torch.operator is left for IREE's own
-ONNX lowering.
+operands and results are absent optionals. Every other torch.operator of the default domain or of
+com.microsoft (IREE's ONNX lowering implements some of onnxruntime's contrib ops) is left for
+IREE; an operator of any other domain is refused naming the node (IREE's importer drops the
+domain, so IREE would compile com.example.Relu as ONNX's Relu).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from kvattn.lowering.diagnostics import NodeError
 from kvattn.lowering.onnx_import import DOMAIN_ATTR, REGION_NAMES_ATTR
 
 ONNX_OPS = {spec.onnx_op: spec for spec in dialect.registered_ops()}
+IREE_DOMAINS = ("", "ai.onnx", "com.microsoft")
 _TORCH_ATTR_PREFIX = "torch.onnx."
 _NAME_LOC = re.compile(r'loc\("([^"]*)"')
 
@@ -34,10 +37,20 @@ def raise_onnx_ops(module: ir.Module) -> list[dialect.KvOp]:
         candidates = []
         func.operation.walk(lambda op: candidates.append(op.operation) or ir.WalkResult.ADVANCE)
         for op in candidates:
-            spec = ONNX_OPS.get(_onnx_op_name(op)) if op.name == "torch.operator" else None
-            if spec is not None and _domain(op) == spec.onnx_domain:
+            if op.name != "torch.operator":
+                continue
+            spec, domain = ONNX_OPS.get(_onnx_op_name(op)), _domain(op)
+            if spec is not None and domain == spec.onnx_domain:
                 raised.append(_raise_one(op, spec, opset))
+            elif domain not in IREE_DOMAINS:
+                raise NodeError(f"{domain}.{_onnx_op_name(op)}", node_name(op),
+                                f"is in the operator domain '{domain}', which kvattn does not implement "
+                                f"(kvattn knows the default domain, com.microsoft and {_owned_ops()})")
     return raised
+
+
+def _owned_ops() -> str:
+    return ", ".join(f"{spec.onnx_domain}.{spec.onnx_op}" for spec in ONNX_OPS.values() if spec.onnx_domain)
 
 
 def _onnx_op_name(op: ir.Operation) -> str:
@@ -73,6 +86,9 @@ def _raise_one(op: ir.Operation, spec: dialect.OpSpec, opset: int) -> dialect.Kv
             if torch_type is None:
                 raise NodeError(spec.onnx_op, node, f"input {name} has no ranked tensor type ({value.type})")
             operands[name] = cast_value(value)
+        missing = [name for name in spec.operands if name not in operands and name not in spec.optional_operands]
+        if missing:
+            raise NodeError(spec.onnx_op, node, f"the required input {', '.join(missing)} is missing (given as '')")
         result_types = {}
         for name, result in zip(spec.results, op.results):
             if str(result.type) == "!torch.none":

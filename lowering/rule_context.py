@@ -32,6 +32,14 @@ class RuleContext:
     def unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(self.op.spec.onnx_op, self.op.node, what)
 
+    def require(self, condition: Value, message: str) -> None:
+        """An i1 that must hold: checked at run time (a failed call naming the node)."""
+        self.w.require(condition, str(self.op.error(message)))
+
+    def require_all(self, values: Value, predicate, message: str) -> None:
+        """Every element of `values` must satisfy `predicate` (FunctionWriter.require_all)."""
+        self.w.require_all(values, predicate, str(self.op.error(message)))
+
     def require_equal(self, a, b, message: str) -> None:
         """Sizes that must agree: compared at run time (a failed call naming the node) unless static."""
         self.w.require_equal(a, b, str(self.op.error(message)))

@@ -267,6 +267,8 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
         name, sep, value = spec.partition("=")
         if not sep or not value.startswith("@"):
             raise KvattnError(f"--input '{spec}' must look like NAME=@FILE.npy")
+        if name in inputs:
+            raise KvattnError(f"--input {name} is given twice")
         try:
             inputs[name] = np.load(value[1:], allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -294,6 +296,8 @@ def _inspect(args) -> int:
 def _demo(args) -> int:
     from kvattn.runtime import demo
 
+    if args.steps < 1:
+        raise KvattnError(f"--steps must be at least 1, got {args.steps}")
     return demo.main(args.steps)
 
 

@@ -154,8 +154,8 @@ def test_attention_matches_reference(name):
 
 
 @pytest.mark.parametrize("dtype, softmax_precision, route", [
-    (np.float16, None, "unfused: f16 attention without softmax_precision=FLOAT"),
-    (ml_dtypes.bfloat16, 16, "unfused: bf16 attention without softmax_precision=FLOAT"),
+    (np.float16, None, "unfused: f16 attention, each step rounded to f16 where the ONNX reference rounds"),
+    (ml_dtypes.bfloat16, 16, "unfused: bf16 attention, each step rounded to bf16 where the ONNX reference rounds"),
     (ml_dtypes.bfloat16, 1, "fused: one iree_linalg_ext.attention"),
     (np.float32, None, "fused: one iree_linalg_ext.attention"),
 ])

@@ -173,3 +173,22 @@ func.func @fp16_softmax_in_float(%q: tensor<1x2x3x8xf16>, %k: tensor<1x2x4x8xf16
   %0 = "kvattn.attention"(%q, %k, %v) {softmax_precision = 1 : i64, onnx_node = "attn", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x3x8xf16>, tensor<1x2x4x8xf16>, tensor<1x2x4x8xf16>) -> tensor<1x2x3x8xf16>
   return %0 : tensor<1x2x3x8xf16>
 }
+
+// -----
+
+// A float mask on the fused route: IREE multiplies the mask by log2(e), so finfo.min would
+// overflow to -inf (NaN rows). Rows whose largest mask value is finite but below -max/2 are
+// lifted to -max/2 first (their keys keep their order, so the result is onnx.reference's).
+// CHECK-LABEL: func.func @float_mask_lifted
+//       CHECK:   %[[BIAS:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<4x6xf32>)
+//       CHECK:   %[[ROWMAX:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%[[BIAS]] : tensor<4x6xf32>)
+//       CHECK:   %[[LIFTED:.*]] = linalg.generic {{.*}} ins(%[[BIAS]], %[[ROWMAX]] : tensor<4x6xf32>, tensor<4xf32>)
+//       CHECK:     %[[HUGE:.*]] = arith.cmpf olt, %{{.*}}, %cst{{.*}} : f32
+//       CHECK:     arith.subf
+//       CHECK:     arith.addf
+//       CHECK:   iree_linalg_ext.attention
+//  CHECK-SAME:     ins(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[LIFTED]] :
+func.func @float_mask_lifted(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x6x8xf32>, %v: tensor<1x2x6x8xf32>, %mask: tensor<4x6xf32>) -> tensor<1x2x4x8xf32> {
+  %0 = "kvattn.attention"(%q, %k, %v, %mask) {onnx_node = "masked", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x2x4x8xf32>, tensor<1x2x6x8xf32>, tensor<1x2x6x8xf32>, tensor<4x6xf32>) -> tensor<1x2x4x8xf32>
+  return %0 : tensor<1x2x4x8xf32>
+}

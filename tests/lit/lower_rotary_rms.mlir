@@ -1,9 +1,15 @@
 // RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --split-input-file | filecheck %s
 
-// RotaryEmbedding with position_ids: one generic over [B, N, S, D] that gathers the token's
-// cos/sin row (position_ids[b, s]) and the partner element of x (j ± D/2).
+// RotaryEmbedding with position_ids: the call fails unless every position is in [0, 16) (an
+// and-reduction read back before the gather); then one generic over [B, N, S, D] that gathers
+// the token's cos/sin row (position_ids[b, s]) and the partner element of x (j ± D/2).
 // CHECK-LABEL: func.func @rotary_halves
 //  CHECK-SAME:   %[[X:[a-z0-9]+]]: tensor<1x2x3x8xf32>, %[[COS:[a-z0-9]+]]: tensor<16x4xf32>, %[[SIN:[a-z0-9]+]]: tensor<16x4xf32>, %[[POS:[a-z0-9]+]]: tensor<1x3xi64>
+//       CHECK:   %[[ALL:.*]] = linalg.generic {{.*}} iterator_types = ["reduction", "reduction"]} ins(%[[POS]] : tensor<1x3xi64>) outs(%{{.*}} : tensor<i1>)
+//       CHECK:     arith.cmpi sge, %{{.*}}, %c0_i64 : i64
+//       CHECK:     arith.cmpi sle, %{{.*}}, %c15_i64 : i64
+//       CHECK:   %[[OK:.*]] = tensor.extract %[[ALL]][] : tensor<i1>
+//       CHECK:   cf.assert %[[OK]], "RotaryEmbedding node 'rope': position_ids out of range: every position must be in [0, 16) for a cos_cache of 16 rows"
 //       CHECK:   linalg.generic {{.*}} outs(%{{.*}} : tensor<1x2x3x8xf32>)
 //       CHECK:     tensor.extract %[[POS]]
 //       CHECK:     tensor.extract %[[COS]]
