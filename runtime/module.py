@@ -35,8 +35,11 @@ class CompiledModule:
         params_beside = None
         if isinstance(vmfb, (str, os.PathLike)):
             params_beside = parameters.beside(vmfb)
-            with open(vmfb, "rb") as file:
-                vmfb = file.read()
+            try:
+                with open(vmfb, "rb") as file:
+                    vmfb = file.read()
+            except OSError as exc:
+                raise KvattnError(f"cannot read the vmfb '{os.fspath(vmfb)}': {exc.strerror or exc}") from None
         instance = ireert.VmInstance()
         try:
             self._vm_module = ireert.VmModule.copy_buffer(instance, vmfb)
@@ -57,7 +60,12 @@ class CompiledModule:
         elif params is not None:
             raise KvattnError(f"--params '{params}': this module has its weights inline (it was compiled without "
                               f"a parameter archive)")
-        self._vm_context = ireert.VmContext(instance, modules + [self._vm_module])
+        try:
+            self._vm_context = ireert.VmContext(instance, modules + [self._vm_module])
+        except RuntimeError as exc:  # e.g. a Vulkan module on the CPU driver: no such HAL device
+            reason = _runtime_message(exc, 1).split(": #hal.")[0]  # without the target's attribute blob
+            raise KvattnError(f"this module was compiled for {self.manifest.target} and cannot run on the "
+                              f"'{self.driver}' driver: {reason}") from None
         self._function = self._vm_module.lookup_function(self.manifest.entry)
 
     @classmethod

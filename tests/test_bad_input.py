@@ -118,3 +118,18 @@ def test_cli_user_errors_are_clear(case, tmp_path):
     assert "Traceback" not in output, output
     assert result.returncode == 1, output
     assert "kvattn: error: " in result.stderr and message in result.stderr, output
+
+
+def test_a_module_for_another_target_is_a_clear_error(tmp_path):
+    """A Vulkan vmfb loaded on the CPU driver from Python (a subprocess: a crash fails the test)."""
+    vmfb = tmp_path / "relu.vmfb"
+    assert _kvattn("compile", _relu_model(tmp_path / "relu.onnx"), "-o", vmfb, "--target", "vulkan").returncode == 0
+    code = ("from kvattn.lowering.diagnostics import KvattnError\n"
+            "from kvattn.runtime.module import CompiledModule\n"
+            "try:\n"
+            f"    CompiledModule({str(vmfb)!r}, driver='local-task')\n"
+            "except KvattnError as error:\n"
+            "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "compiled for vulkan and cannot run on the 'local-task' driver" in result.stdout, result.stdout
