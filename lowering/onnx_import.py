@@ -100,7 +100,10 @@ def _check_declared_types(named: onnx.ModelProto) -> None:
         conflict = _DECLARED_CONFLICT.search(str(exc))
         if conflict:
             op_type, node, detail = conflict.groups()
-            raise KvattnError(f"{op_type} node '{node}': the model declares a type for its output that differs "
+            outputs = next((list(n.output) for n in named.graph.node if n.name == node), [])
+            declared = {v.name for v in list(named.graph.output) + list(named.graph.value_info)}
+            names = ", ".join(f"'{o}'" for o in outputs if o in declared) or "its output"
+            raise KvattnError(f"{op_type} node '{node}': the model declares a type for {names} that differs "
                               f"from what the node computes: {detail.strip()}") from None
 
 

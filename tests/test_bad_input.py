@@ -104,7 +104,7 @@ def _cli_cases(tmp: pathlib.Path):
         "demo --steps 0": (["demo", "--steps", "0"], None, "at least 1"),
         "a declared output shape the node does not compute": (
             ["compile", _relu_model(tmp / "bad_shape.onnx", declared=5), "-o", tmp / "b.vmfb"], None,
-            "Relu node 'Relu_0': the model declares a type for its output"),
+            "Relu node 'Relu_0': the model declares a type for 'y' that differs from what the node computes"),
     }
 
 
