@@ -26,6 +26,7 @@ from kvattn.lowering import dialect, onnx_import
 
 ALIAS_ATTR = "iree.abi.output"
 _CASTS = ("torch_c.to_builtin_tensor", "torch_c.from_builtin_tensor")
+_METADATA_READERS = ("onnx.Shape", "onnx.Size")  # read the past's sizes, which its update keeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _decide_scatter(op: dialect.KvOp) -> CacheUpdate:
     def copied(why: str) -> CacheUpdate:
         return CacheUpdate(op.node, f"copied: {why}", past_name, present_name)
 
-    readers = [use for use in _final_uses(past) if use != (op.operation, 0)]
+    readers = [use for use in _final_uses(past) if use != (op.operation, 0) and not _reads_sizes_only(use[0])]
     if readers:
         return copied(f"{past_name} is also {_describe(readers[0][0])}")
     if not returned:
@@ -103,6 +104,10 @@ def _final_uses(value: ir.Value) -> list[tuple[ir.Operation, int]]:
         else:
             uses.append((owner, use.operand_number))
     return uses
+
+
+def _reads_sizes_only(op: ir.Operation) -> bool:
+    return op.name == "torch.operator" and ir.StringAttr(op.attributes["name"]).value in _METADATA_READERS
 
 
 def _describe(reader: ir.Operation) -> str:

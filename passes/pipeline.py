@@ -1,5 +1,6 @@
 """The kvattn pipeline: ONNX model → IREE input, stage by stage.
 
+  (ONNX)    kvattn.rewrites: exporters' patterns rewritten to the ONNX ops kvattn owns
   imported  IREE's ONNX importer (torch dialect; our operators as torch.operator "onnx.X")
   raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify, kvattn-cache-lifetime
             (kvattn ops on builtin tensors; KV-cache arguments tied to their results)
@@ -19,6 +20,7 @@ import onnx
 from iree.compiler import ir
 
 from kvattn.lowering import onnx_import, onnx_params
+from kvattn import rewrites
 from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import cache_lifetime, registry
 
@@ -51,6 +53,7 @@ class PipelineResult:
     cache_updates: list[cache_lifetime.CacheUpdate] = dataclasses.field(default_factory=list)
     # The initializers imported as IREE parameters (externalized weights), with their keys.
     parameters: list[onnx_params.Parameter] = dataclasses.field(default_factory=list)
+    rewrites: list[str] = dataclasses.field(default_factory=list)  # what kvattn.rewrites did
 
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
@@ -61,11 +64,12 @@ def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
     large initializers are imported as IREE parameters (lowering/onnx_params.py)."""
     if until not in KVATTN_STAGES:
         raise ValueError(f"unknown kvattn stage '{until}'; stages: {', '.join(KVATTN_STAGES)}")
+    model, rewritten = rewrites.apply(model)
     named = onnx_import.with_node_names(model)
     with context, ir.Location.unknown():
         module, parameters = onnx_import.import_model(named, context, externalize)
         entry = ir.StringAttr(onnx_import.main_function(module).attributes["sym_name"]).value
-        result = PipelineResult(module, entry, named, [], parameters=parameters)
+        result = PipelineResult(module, entry, named, [], parameters=parameters, rewrites=rewritten)
         if on_stage:
             on_stage("imported", module)
         for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:

@@ -35,6 +35,7 @@ def summary(source, target: str = "llvm-cpu", arch: str | None = None, static_kv
                      f"(scope '{onnx_params.SCOPE}')")
     elif onnx_params.weight_bytes(model):
         lines.append(f"weights: {onnx_params.weight_bytes(model) / 1e6:.1f} MB, inline in the vmfb")
+    lines += [f"ONNX rewrite: {decision}" for decision in result.rewrites]
     lines.append("kvattn nodes:" if raised else "kvattn nodes: none")
     width = max((len(name) for name in raised), default=0)
     for node in result.raised:

@@ -43,6 +43,19 @@ func.func @past_read_later(%past: !torch.vtensor<[1,2,4,8],f32>, %new: !torch.vt
 
 // -----
 
+// A Shape of the past reads only its sizes, which the update keeps: still aliased.
+// CHECK-LABEL: func.func @past_shape_read
+//  CHECK-SAME:   {iree.abi.output = 0 : index}
+//       CHECK:   "kvattn.tensor_scatter"
+//  CHECK-SAME:     cache_lifetime = "aliased: argument 0 -> result 0"
+func.func @past_shape_read(%past: !torch.vtensor<[1,2,4,8],f32>, %new: !torch.vtensor<[1,2,1,8],f32>) -> (!torch.vtensor<[1,2,4,8],f32>, !torch.vtensor<[4],si64>) attributes {torch.onnx_meta.opset_version = 24 : si64} {
+  %present = torch.operator "onnx.TensorScatter"(%past, %new) {torch.onnx.axis = 2 : si64} : (!torch.vtensor<[1,2,4,8],f32>, !torch.vtensor<[1,2,1,8],f32>) -> !torch.vtensor<[1,2,4,8],f32> loc("update")
+  %shape = torch.operator "onnx.Shape"(%past) : (!torch.vtensor<[1,2,4,8],f32>) -> !torch.vtensor<[4],si64> loc("shape")
+  return %present, %shape : !torch.vtensor<[1,2,4,8],f32>, !torch.vtensor<[4],si64>
+}
+
+// -----
+
 // The past is returned unchanged beside its update: never aliased.
 // CHECK-LABEL: func.func @past_returned
 //   CHECK-NOT:   iree.abi.output
