@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.onnx_models import compare_with_reference, single_node_model
 
-EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "75"))
 CHUNKS = 4
 LOW_PRECISION_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(ml_dtypes.bfloat16): 1.6e-2}  # 2 ulps
 
@@ -163,6 +163,6 @@ def test_fuzz_tensor_scatter(chunk):
 
 
 def test_example_budget():
-    """CI runs at least 300 fuzzing examples (4 tests × EXAMPLES)."""
+    """CI runs at least 300 fuzzing examples (4 tests × CHUNKS × ⌈EXAMPLES / CHUNKS⌉)."""
     assert 4 * EXAMPLES >= 300 or os.environ.get("KVATTN_FUZZ_EXAMPLES")
     pytest.importorskip("hypothesis")
