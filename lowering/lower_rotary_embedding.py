@@ -48,11 +48,10 @@ def lower_rotary_embedding(ctx: RuleContext) -> dict[str, Value]:
         ctx.require_equal(w.dim(sin, axis), w.dim(cos, axis), f"sin_cache and cos_cache differ in dim {axis}")
     if positions is not None:
         rows = w.dim(cos, 0)
-        highest, zero = w.scalar(w.sub(rows, 1), "i64"), w.constant(0, "i64")
-        ctx.require_all(positions, lambda b, p: b.binary(
-            "andi", b.compare("cmpi", "sge", p, zero), b.compare("cmpi", "sle", p, highest)),
-            f"position_ids out of range: every position must be in [0, {rows if isinstance(rows, int) else 'N'}) "
-            f"for a cos_cache of {rows if isinstance(rows, int) else 'N'} rows")
+        count = rows if isinstance(rows, int) else "N"
+        ctx.require_in_range(positions, w.constant(0, "i64"), w.scalar(w.sub(rows, 1), "i64"),
+                             f"position_ids out of range: every position must be in [0, {count}) "
+                             f"for a cos_cache of {count} rows")
     # position_ids [B, S], or caches [B, S, H] without them; a static 1 broadcasts (exporters
     # give caches [1, S, H]).
     per_token = positions if positions is not None else cos

@@ -41,13 +41,10 @@ def lower_tensor_scatter(ctx: RuleContext) -> dict[str, Value]:
     if write_indices is not None:
         ctx.require_equal(w.dim(write_indices, 0), cache.sizes[0], "write_indices needs one entry per batch row")
         if not circular:
-            highest = w.scalar(w.sub(capacity, rows), "i64")
-            zero = w.constant(0, "i64")
             sizes = f" (here {capacity} - {rows})" if isinstance(capacity, int) and isinstance(rows, int) else ""
-            ctx.require_all(write_indices, lambda b, start: b.binary(
-                "andi", b.compare("cmpi", "sge", start, zero), b.compare("cmpi", "sle", start, highest)),
-                f"write_indices out of range: a linear write needs 0 <= write_indices[b] <= "
-                f"cache length - update rows{sizes}")
+            ctx.require_in_range(write_indices, w.constant(0, "i64"), w.scalar(w.sub(capacity, rows), "i64"),
+                                 f"write_indices out of range: a linear write needs 0 <= write_indices[b] <= "
+                                 f"cache length - update rows{sizes}")
     # Positions are i32 (cache positions fit, and some targets (SPIR-V) have no 64-bit integer
     # arithmetic); a circular index is first reduced modulo C in i64 where the target divides
     # i64, else it must fit in i32.
@@ -58,10 +55,8 @@ def lower_tensor_scatter(ctx: RuleContext) -> dict[str, Value]:
             capacity_i64 = w.scalar(capacity, "i64")
         else:
             # -2^31 is left out: its remainder is wrong on lavapipe (abs(INT32_MIN) overflows).
-            lowest, highest = w.constant(-2**31 + 1, "i64"), w.constant(2**31 - 1, "i64")
-            ctx.require_all(write_indices, lambda b, start: b.binary(
-                "andi", b.compare("cmpi", "sge", start, lowest), b.compare("cmpi", "sle", start, highest)),
-                "write_indices outside (-2^31, 2^31): this target reduces circular indices in 32 bits")
+            ctx.require_in_range(write_indices, w.constant(-2**31 + 1, "i64"), w.constant(2**31 - 1, "i64"),
+                                 "write_indices outside (-2^31, 2^31): this target reduces circular indices in 32 bits")
 
     def index_body(b: FunctionWriter, block_args: list[Value]) -> Value:
         column = b.loop_index(axis + 1, "index")

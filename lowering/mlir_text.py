@@ -232,13 +232,19 @@ class FunctionWriter:
         text = message.replace("\\", "/").replace('"', "'")
         self.line(f'cf.assert {condition}, "{text}" {self.location}')
 
-    def require_all(self, values: Value, predicate: Callable[["FunctionWriter", Value], Value], message: str) -> None:
-        """Fail the call at run time with `message` unless `predicate` (given a body writer and
-        one element) holds for every element of `values`: an and-reduction on the device whose
-        i1 the host reads back before it launches anything that depends on the assert."""
+    def require_in_range(self, values: Value, lowest: Value, highest: Value, message: str) -> None:
+        """Fail the call at run time with `message` unless lowest <= v <= highest for every
+        element v of the integer tensor `values` (bounds of its element type): an and-reduction on
+        the device whose i1 the host reads back before it launches anything that depends on it."""
         dims = [f"d{axis}" for axis in range(values.rank)]
-        every = self.generic(dims, [(values, dims)], self.fill(self.constant(1, "i1"), []),
-                             lambda b, args: b.binary("andi", args[1], predicate(b, args[0])), reduction_dims=dims)
+
+        def within(b: "FunctionWriter", args: list[Value]) -> Value:
+            inside = b.binary("andi", b.compare("cmpi", "sge", args[0], lowest),
+                              b.compare("cmpi", "sle", args[0], highest))
+            return b.binary("andi", args[1], inside)
+
+        every = self.generic(dims, [(values, dims)], self.fill(self.constant(1, "i1"), []), within,
+                             reduction_dims=dims)
         self.require(self.extract(every, []), message)
 
     def reshape_barrier(self, value: Value, side: str) -> Value:

@@ -36,9 +36,9 @@ class RuleContext:
         """An i1 that must hold: checked at run time (a failed call naming the node)."""
         self.w.require(condition, str(self.op.error(message)))
 
-    def require_all(self, values: Value, predicate, message: str) -> None:
-        """Every element of `values` must satisfy `predicate` (FunctionWriter.require_all)."""
-        self.w.require_all(values, predicate, str(self.op.error(message)))
+    def require_in_range(self, values: Value, lowest: Value, highest: Value, message: str) -> None:
+        """Every element of `values` within [lowest, highest] (FunctionWriter.require_in_range)."""
+        self.w.require_in_range(values, lowest, highest, str(self.op.error(message)))
 
     def require_equal(self, a, b, message: str) -> None:
         """Sizes that must agree: compared at run time (a failed call naming the node) unless static."""
