@@ -1,38 +1,69 @@
 """Differential fuzzing: random valid Attention and TensorScatter nodes, kvattn vs onnx.reference.
 
-Each test is split into CHUNKS parametrized parts (so pytest-xdist can share them between its
-workers), each drawing EXAMPLES / CHUNKS examples from a fixed seed of its own, so CI runs the
-same 300+ examples every time. For a longer local run:
+An example is one random node; NODES_PER_MODEL independent examples share one model (one
+compile, one run: compiling is most of a fuzzing example's cost, and a model of 8 nodes compiles
+in about 2.5 times the time of one), each node with its own inputs and outputs and its own
+tolerance. Each test is split into CHUNKS parametrized parts (so pytest-xdist can share them
+between its workers), each drawing EXAMPLES / CHUNKS examples from a fixed seed of its own, so CI
+runs the same 300+ examples every time. A failure names the output (`n3_Y`: node 3's Y) and
+hypothesis prints the drawn nodes. For a longer local run:
     KVATTN_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -n 2
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import ml_dtypes
 import numpy as np
+import onnx
+import onnx.compose
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from onnx.reference import ReferenceEvaluator
 
-from tests.onnx_models import compare_with_reference, single_node_model
+from kvattn.runtime import backend
+from tests.onnx_models import single_node_model
 
-EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "75"))
-CHUNKS = 4
+EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "80"))
+CHUNKS = 2
+NODES_PER_MODEL = 8
 LOW_PRECISION_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(ml_dtypes.bfloat16): 1.6e-2}  # 2 ulps
 
 
-def run_fuzz(strategy, check, chunk: int) -> None:
-    """Run `check` on EXAMPLES / CHUNKS cases drawn from `strategy` with seed `chunk`."""
-    @settings(max_examples=-(-EXAMPLES // CHUNKS), deadline=None, database=None,
+def run_fuzz(strategy, chunk: int) -> None:
+    """Check EXAMPLES / CHUNKS cases drawn from `strategy` with seed `chunk`, NODES_PER_MODEL to a
+    model. A case is (single-node model, its inputs, its tolerance)."""
+    @settings(max_examples=-(-EXAMPLES // (CHUNKS * NODES_PER_MODEL)), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @seed(chunk)
-    @given(strategy)
-    def fuzz(case):
-        check(case)
+    @given(st.lists(strategy, min_size=NODES_PER_MODEL, max_size=NODES_PER_MODEL))
+    def fuzz(cases):
+        check_together(cases)
 
     fuzz()
+
+
+def check_together(cases) -> None:
+    """Compile and run one model holding every case's node under its own prefix (`n0_`, `n1_`,
+    ...); compare each node's outputs with onnx.reference on that node's own model (the
+    reference evaluator keeps an omitted output "" as a value that a later node's omitted
+    input then reads, so it cannot run the combined model)."""
+    models, inputs = [], {}
+    for index, (model, case_inputs, _) in enumerate(cases):
+        prefix = f"n{index}_"
+        models.append(onnx.compose.add_prefix(model, prefix))
+        inputs.update({prefix + name: array for name, array in case_inputs.items()})
+    combined = functools.reduce(lambda a, b: onnx.compose.merge_models(a, b, io_map=[]), models)
+    got = iter(backend.prepare(combined).run(inputs))
+    for index, (model, case_inputs, tolerance) in enumerate(cases):
+        for output, expected in zip(model.graph.output, ReferenceEvaluator(model).run(None, dict(case_inputs))):
+            result = next(got)
+            assert result.shape == expected.shape, f"n{index}_{output.name}"
+            np.testing.assert_allclose(result.astype(np.float64), expected.astype(np.float64), rtol=tolerance,
+                                       atol=tolerance, err_msg=f"output n{index}_{output.name}")
 
 
 CHUNK = pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -105,31 +136,25 @@ def attention_case(draw, opset: int):
         attrs["qk_matmul_output_mode"] = draw(st.integers(0, 3))
         outputs["qk_matmul_output"] = ((batch, q_heads, query_len, total), dtype)
         output_names += [""] * (3 - len(output_names)) + ["qk_matmul_output"]
-    return inputs, names, outputs, output_names, attrs, dtype
-
-
-def _check_attention(case, opset: int):
-    inputs, names, outputs, output_names, attrs, dtype = case
     model = single_node_model("Attention", inputs, names, outputs, opset, output_names=output_names, **attrs)
     # fp16/bf16 follow the reference's rounding steps; what differs is f32 accumulation order
     # and exp/tanh, which can flip one rounding of an intermediate.
-    tolerance = LOW_PRECISION_TOLERANCE.get(np.dtype(dtype), 2e-5)
-    compare_with_reference(model, inputs, rtol=tolerance, atol=tolerance)
+    return model, inputs, LOW_PRECISION_TOLERANCE.get(np.dtype(dtype), 2e-5)
 
 
 @CHUNK
 def test_fuzz_attention_opset23(chunk):
-    run_fuzz(attention_case(opset=23), lambda case: _check_attention(case, 23), chunk)
+    run_fuzz(attention_case(opset=23), chunk)
 
 
 @CHUNK
 def test_fuzz_attention_opset24(chunk):
-    run_fuzz(attention_case(opset=24), lambda case: _check_attention(case, 24), chunk)
+    run_fuzz(attention_case(opset=24), chunk)
 
 
 @CHUNK
 def test_fuzz_attention_opset25(chunk):
-    run_fuzz(attention_case(opset=25), lambda case: _check_attention(case, 25), chunk)
+    run_fuzz(attention_case(opset=25), chunk)
 
 
 @st.composite
@@ -154,15 +179,17 @@ def tensor_scatter_case(draw):
     negative_axis = draw(st.booleans())
     model = single_node_model("TensorScatter", inputs, names, {"present_cache": (tuple(shape), np.float32)}, 24,
                               mode=mode, axis=axis - rank if negative_axis else axis)
-    return model, inputs
+    return model, inputs, 0.0
 
 
 @CHUNK
 def test_fuzz_tensor_scatter(chunk):
-    run_fuzz(tensor_scatter_case(), lambda case: compare_with_reference(*case, rtol=0, atol=0), chunk)
+    run_fuzz(tensor_scatter_case(), chunk)
 
 
 def test_example_budget():
-    """CI runs at least 300 fuzzing examples (4 tests × CHUNKS × ⌈EXAMPLES / CHUNKS⌉)."""
-    assert 4 * EXAMPLES >= 300 or os.environ.get("KVATTN_FUZZ_EXAMPLES")
+    """CI runs at least 300 fuzzing examples (4 tests × CHUNKS × ⌈EXAMPLES / (CHUNKS × NODES_PER_MODEL)⌉
+    models × NODES_PER_MODEL nodes)."""
+    models_per_test = CHUNKS * -(-EXAMPLES // (CHUNKS * NODES_PER_MODEL))
+    assert 4 * models_per_test * NODES_PER_MODEL >= 300 or os.environ.get("KVATTN_FUZZ_EXAMPLES")
     pytest.importorskip("hypothesis")
