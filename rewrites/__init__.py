@@ -9,9 +9,9 @@ from __future__ import annotations
 import onnx
 import onnxscript.rewriter
 
-from kvattn.rewrites import scatter_cache_rows
+from kvattn.rewrites import repeat_kv, scatter_cache_rows
 
-RULES = (scatter_cache_rows,)
+RULES = (scatter_cache_rows, repeat_kv)
 
 
 def apply(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:

@@ -28,7 +28,7 @@ def test_static_cache_scatters_become_tensor_scatters(path):
     model = onnx.load(path)
     rewritten, decisions = rewrites.apply(model)
     scatters = [node for node in model.graph.node if node.op_type == "ScatterND"]
-    assert scatters and len(decisions) == len(scatters)
+    assert scatters and len([line for line in decisions if line.startswith("ScatterND")]) == len(scatters)
     assert not any(node.op_type == "ScatterND" for node in rewritten.graph.node)
     assert [n.name for n in rewritten.graph.node if n.op_type == "TensorScatter"] == [n.name for n in scatters]
     for _, inputs, _ in stored_cases(path):
