@@ -1,4 +1,4 @@
-"""The `kvattn` command line: compile, run, inspect, demo.
+"""The `kvattn` command line: compile, run, generate, inspect, demo.
 
 No command prints a Python traceback unless asked (`--debug` or KVATTN_DEBUG=1): the user's
 mistakes (KvattnError, and file-system errors naming a path) are `kvattn: error: ...` with exit
@@ -102,6 +102,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
 
+    p = sub.add_parser("generate", help="greedy token generation with a decoder (.onnx or .vmfb)", parents=[common],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=_GENERATE_DESCRIPTION, epilog=_GENERATE_EPILOG)
+    p.add_argument("model", help="a .vmfb made by kvattn, or an .onnx file")
+    p.add_argument("--prompt-ids", action="append", required=True, metavar="ID,ID,...",
+                   help="the prompt's token ids, comma-separated; repeat for a batch of prompts (shorter ones are "
+                        "left-padded and masked)")
+    p.add_argument("--max-new-tokens", type=int, required=True, metavar="N", help="how many tokens to generate")
+    p.add_argument("--eos-id", type=int, metavar="ID",
+                   help="end a prompt's generation at this token (it is kept, and the prompt's later positions "
+                        "repeat it); generation stops when every prompt has ended")
+    p.add_argument("--pad-id", type=int, default=0, metavar="ID",
+                   help="the token id put at the left padding of shorter prompts (default 0; it is masked out)")
+    p.add_argument("--output-ids", metavar="FILE.npy",
+                   help="save the prompts and the new tokens, int64 [batch, prompt + new], to FILE.npy")
+    p.add_argument("--cache", action="append", default=[], metavar="PAST=PRESENT",
+                   help="feed output PRESENT back as input PAST at each step (a KV cache the compiler and the "
+                        "names do not pair); repeat for each")
+    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=@FILE.npy",
+                   help="a model input generate does not feed, the same array every step (or the first value "
+                        "of a fixed-size input fed back, such as _sliding_window_tensor); repeat for each")
+    p.add_argument("--params", metavar="FILE.irpa",
+                   help="the parameter archive of a vmfb compiled with externalized weights (default: the .irpa "
+                        "beside the vmfb)")
+    _add_target_options(p, "when compiling an .onnx argument")
+    _add_model_options(p, "when compiling an .onnx argument")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(handler=_generate)
+
     p = sub.add_parser("inspect", help="show the IR at a stage, or a summary of the compilation", parents=[common],
                        description="Without --stage: which ONNX nodes became which kvattn ops, what each lowered "
                                    "to, and how many dispatches the module has. With --stage: the IR at that stage "
@@ -121,6 +150,24 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
     return parser
 
+
+_GENERATE_DESCRIPTION = """\
+Generate tokens greedily (the argmax of the last logits row) with an exported decoder step: the
+prompt runs as one prefill, then each new token as one decode step, the KV caches kept on the
+device between steps. An .onnx argument is compiled first (cached by content and flags, as `run`
+does). Prints the new ids, the prefill time and the decode rate."""
+_GENERATE_EPILOG = """\
+The model's inputs are fed by exporters' names: input_ids; attention_mask (0 at the left padding
+of shorter prompts); position_ids and cache_position from it; past_length; the KV caches (inputs
+whose update is an output: the compiler's cache links, else paired by name, past_key_0 ->
+present_key_0, past_key_values.0.key -> present.0.key, input.cache.layers.0.keys ->
+output.cache.layers.0.keys), starting empty. A model without a cache runs the whole sequence
+again at every step. Any other input needs --input, or --cache when it is a cache the names do
+not pair. With --static-kv-cache MAX_LEN the prompt and the new tokens but the last must fit in
+MAX_LEN rows.
+
+example:
+  kvattn generate llama.onnx --prompt-ids 1,450,4996 --max-new-tokens 32 --eos-id 2 --output-ids ids.npy"""
 
 # Per-target chip options, as users of each toolchain know them.
 _ARCH_OPTIONS = {"llvm-cpu": "--cpu", "vulkan": "--vulkan-target", "cuda": "--cuda-arch", "hip": "--rocm-arch"}
@@ -259,6 +306,54 @@ def _run_steps(module, inputs: dict[str, np.ndarray], steps: int, progress) -> d
     caches = session.caches()
     results.update({link.output: caches[name] for name, link in session.links.items()})
     return results
+
+
+def _generate(args) -> int:
+    from kvattn.runtime import generate
+
+    prompts = [_prompt_ids(spec) for spec in args.prompt_ids]
+    ids, mask = generate.prompt_arrays(prompts, pad_id=args.pad_id)
+    generate.check_max_new_tokens(args.max_new_tokens)
+    if args.static_kv_cache is not None:  # before compiling
+        generate.check_capacity(ids.shape[1], args.max_new_tokens, args.static_kv_cache,
+                                f"the static KV cache (--static-kv-cache {args.static_kv_cache}) holds")
+    output = pathlib.Path(args.output_ids) if args.output_ids else None
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise KvattnError(f"--output-ids '{output}': " + ("is a directory" if output.is_dir() else
+                                                          f"the directory '{output.parent}' does not exist"))
+    pairs = {}
+    for spec in args.cache:
+        past, sep, present = spec.partition("=")
+        if not (past and sep and present):
+            raise KvattnError(f"--cache '{spec}' must look like PAST=PRESENT (an input name and an output name)")
+        pairs[past] = present
+    progress = _progress(args)
+    generator = generate.Generator(args.model, cache_pairs=pairs, inputs=_read_inputs(args.input), progress=progress,
+                                   target=args.target, arch=_arch(args), dims=_dims(args.dim),
+                                   static_kv_cache=args.static_kv_cache, inline_weights=args.inline_weights,
+                                   params=args.params)
+    result = generator(ids, args.max_new_tokens, eos_id=args.eos_id, attention_mask=mask, pad_id=args.pad_id,
+                       progress=progress)
+    for row, new_ids in enumerate(result.new_ids):
+        label = "new ids" if len(prompts) == 1 else f"new ids [{row}]"
+        print(f"{label}: {','.join(str(int(i)) for i in new_ids)}")
+    rate = (f"{result.decode_tokens_per_s:.1f} tokens/s ({result.decode_steps} step(s)"
+            f"{f' x {len(prompts)} prompts' if len(prompts) > 1 else ''})"
+            if result.decode_tokens_per_s is not None else "no decode step (one new token)")
+    print(f"prefill: {result.prefill_ms:.2f} ms ({len(prompts)} x {result.prompt_length} tokens); decode: {rate}")
+    if output is not None:
+        np.save(output, result.ids)
+        if not args.quiet:
+            print(f"kvattn: saved ids int64{list(result.ids.shape)} in {output}", file=sys.stderr)
+    return 0
+
+
+def _prompt_ids(spec: str) -> list[int]:
+    values = [value.strip() for value in spec.split(",")]
+    if not all(value.isdigit() for value in values):
+        raise KvattnError(f"--prompt-ids '{spec}' must be comma-separated non-negative integers (token ids), "
+                          f"e.g. 5,17,42")
+    return [int(value) for value in values]
 
 
 def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:

@@ -16,21 +16,25 @@ only the valid rows, as the original model's present caches would be.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime import device_buffers
+from kvattn.runtime.manifest import CacheLink
 from kvattn.runtime.module import CompiledModule
 
 
 class DecodeSession:
     """`session.step({per-step inputs})` → {outputs other than the caches}; `reset()` starts over."""
 
-    def __init__(self, module: CompiledModule, initial_caches: Mapping[str, np.ndarray] | None = None):
+    def __init__(self, module: CompiledModule, initial_caches: Mapping[str, np.ndarray] | None = None,
+                 links: Sequence[CacheLink] | None = None):
         self.module = module
-        self.links = {link.input: link for link in module.manifest.caches}
+        # `links`: the caches to keep (default the manifest's), e.g. with pairs found by name that the
+        # compiler does not tie (a Concat cache's past -> present); they are kept on the device too.
+        self.links = {link.input: link for link in (module.manifest.caches if links is None else links)}
         if not self.links:
             raise KvattnError("this module has no KV caches (no model input is updated into a model output), "
                               "so there is nothing for a decode session to keep; call it with module.run()")

@@ -48,7 +48,7 @@ def _kvattn(*args, env=None):
 def test_help_lists_every_command():
     result = _kvattn("--help")
     assert result.returncode == 0
-    for command in ("compile", "run", "inspect", "demo"):
+    for command in ("compile", "run", "generate", "inspect", "demo"):
         assert command in result.stdout
 
 
