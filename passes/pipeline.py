@@ -1,6 +1,7 @@
 """The kvattn pipeline: ONNX model → IREE input, stage by stage.
 
-  (ONNX)    kvattn.rewrites: exporters' patterns rewritten to the ONNX ops kvattn owns
+  (ONNX)    kvattn.rewrites: exporters' patterns rewritten to the ONNX ops kvattn owns, then
+            the opt-in --static-kv-cache (the compile driver applies both, runtime/compiler.py)
   imported  IREE's ONNX importer (torch dialect; our operators as torch.operator "onnx.X")
   raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify, kvattn-cache-lifetime
             (kvattn ops on builtin tensors; KV-cache arguments tied to their results)
@@ -20,7 +21,6 @@ import onnx
 from iree.compiler import ir
 
 from kvattn.lowering import onnx_import, onnx_params
-from kvattn import rewrites
 from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import cache_lifetime, registry
 
@@ -58,18 +58,19 @@ class PipelineResult:
 
 def run(model: onnx.ModelProto, context: ir.Context, until: str = "input",
         on_stage: Callable[[str, ir.Module], None] | None = None,
-        options: LoweringOptions = LoweringOptions(), externalize: bool = False) -> PipelineResult:
+        options: LoweringOptions = LoweringOptions(), externalize: bool = False,
+        rewritten: list[str] | None = None) -> PipelineResult:
     """Import the (checked) model and run the stages up to and including `until`; `on_stage`
     is called with each stage's name and module as it is reached. With `externalize`, the
-    large initializers are imported as IREE parameters (lowering/onnx_params.py)."""
+    large initializers are imported as IREE parameters (lowering/onnx_params.py). `rewritten`:
+    what kvattn.rewrites did to the model (`rewrites.apply`), for the record."""
     if until not in KVATTN_STAGES:
         raise ValueError(f"unknown kvattn stage '{until}'; stages: {', '.join(KVATTN_STAGES)}")
-    model, rewritten = rewrites.apply(model)
     named = onnx_import.with_node_names(model)
     with context, ir.Location.unknown():
         module, parameters = onnx_import.import_model(named, context, externalize)
         entry = ir.StringAttr(onnx_import.main_function(module).attributes["sym_name"]).value
-        result = PipelineResult(module, entry, named, [], parameters=parameters, rewrites=rewritten)
+        result = PipelineResult(module, entry, named, [], parameters=parameters, rewrites=list(rewritten or []))
         if on_stage:
             on_stage("imported", module)
         for stage in KVATTN_STAGES[1:KVATTN_STAGES.index(until) + 1]:

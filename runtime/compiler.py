@@ -31,7 +31,9 @@ from onnx import external_data_helper
 import kvattn
 from kvattn.lowering import onnx_import, onnx_params, tensor_types
 from kvattn.lowering.diagnostics import InternalError, KvattnError
-from kvattn.passes import bind_dims, pipeline, static_kv_cache
+from kvattn import rewrites
+from kvattn.passes import bind_dims, pipeline
+from kvattn.rewrites import static_kv_cache as static_kv_cache_rewrite
 from kvattn.runtime import targets
 from kvattn.runtime.manifest import (REFLECTION_KEY, CacheLink, Manifest, Parameters, ScatterBound, StaticCacheInfo,
                                      TensorSpec)
@@ -57,7 +59,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
     default the target's). With `dims`, those symbolic dims are bound first; with
     `static_kv_cache`, concat-style KV caches are then rewritten to that fixed capacity
-    (passes/static_kv_cache.py). Externalized weights (see `inline_weights` above) are written
+    (rewrites/static_kv_cache.py). Externalized weights (see `inline_weights` above) are written
     to `params_out`, by default a new temporary .irpa file, which the result names (`params`).
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
@@ -65,7 +67,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
     dump_dir = pathlib.Path(dump_ir) if dump_ir is not None else None
     if dump_dir:
         _make_dir(dump_dir, "--dump-ir")
-    model, static_info, externalize = _prepared(source, dims, static_kv_cache, inline_weights, say)
+    model, static_info, externalize, rewritten = _prepared(source, dims, static_kv_cache, inline_weights, say)
     signature = {}
 
     def on_stage(stage: str, module: ir.Module) -> None:
@@ -77,7 +79,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
             (dump_dir / f"{index:02d}-{stage}.mlir").write_text(_printed(module))
 
     context = onnx_import.make_context()
-    result = pipeline.run(model, context, "input", on_stage, target_info.lowering, externalize)
+    result = pipeline.run(model, context, "input", on_stage, target_info.lowering, externalize, rewritten)
     params, parameters = None, None
     if result.parameters:
         params = pathlib.Path(params_out) if params_out is not None else _temporary_archive()
@@ -112,10 +114,11 @@ def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | N
     large constants elided (externalized weights need no archive here)."""
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:
         raise KvattnError(f"unknown stage '{stage}'; stages: {', '.join(pipeline.KVATTN_STAGES + IREE_STAGES)}")
-    model, _, externalize = _prepared(source, dims, static_kv_cache, inline_weights)
+    model, _, externalize, rewritten = _prepared(source, dims, static_kv_cache, inline_weights)
     context = onnx_import.make_context()
     kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
-    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering, externalize=externalize)
+    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering, externalize=externalize,
+                          rewritten=rewritten)
     with context:
         if stage not in IREE_STAGES:
             return _printed(result.module), result
@@ -191,21 +194,26 @@ def _external_data_digest(model: onnx.ModelProto, base_dir: str) -> bytes:
 
 
 def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | None, inline_weights: bool | None,
-              say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None, bool]:
-    """The loaded model with `dims` bound and its caches made static, as asked; whether its
-    weights are externalized (if not, the model has all its external data read)."""
+              say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None, bool, list[str]]:
+    """The loaded model with `dims` bound, the exporters' patterns rewritten (kvattn.rewrites: one
+    line per rewrite) and its caches made static, as asked; whether its weights are externalized
+    (if not, the model has all its external data read)."""
     model = onnx_import.load_model(source)
     static_info = None
     if dims:
         say(f"binding {', '.join(f'{name}={value}' for name, value in dims.items())}")
         model = bind_dims.bind(model, dims)
+    model, rewritten = rewrites.apply(model)
     if static_kv_cache is not None:
         say(f"rewriting KV caches to {static_kv_cache} rows")
-        model, static_info = _static_caches(model, static_kv_cache)
+        static = static_kv_cache_rewrite.rewrite(model, static_kv_cache)
+        model, rewritten = static.model, rewritten + static.decisions
+        if static.rows_per_step is not None:
+            static_info = StaticCacheInfo(static_kv_cache, static_kv_cache_rewrite.PAST_LENGTH, static.rows_per_step)
     externalize = onnx_params.externalize(model, inline_weights)
     if not externalize:
         model = onnx_params.read_all(model, _data_dir(source))
-    return model, static_info, externalize
+    return model, static_info, externalize, rewritten
 
 
 def _make_dir(path: pathlib.Path, what: str) -> None:
@@ -306,14 +314,6 @@ def _scatter_bounds(named: onnx.ModelProto):
         axis = attrs.get("axis", -2) % len(cache)
         if cache[axis] is not None and update[axis] is not None:
             yield ScatterBound(node.name, node.input[2], update[axis], cache[axis])
-
-
-def _static_caches(model: onnx.ModelProto, capacity: int) -> tuple[onnx.ModelProto, StaticCacheInfo]:
-    rewritten, rows_per_step = static_kv_cache.rewrite(model, capacity)
-    if len(set(rows_per_step.values())) != 1:
-        raise KvattnError(f"--static-kv-cache: every cache must get the same number of new rows per step, "
-                          f"found {rows_per_step}")
-    return rewritten, StaticCacheInfo(capacity, static_kv_cache.PAST_LENGTH, next(iter(rows_per_step.values())))
 
 
 def _cache_links(updates):

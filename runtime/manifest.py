@@ -63,11 +63,12 @@ class CacheLink:
 @dataclasses.dataclass(frozen=True)
 class StaticCacheInfo:
     """Set when the model was compiled with --static-kv-cache: its caches hold `capacity` rows,
-    `length_input` says how many are valid, and each step appends `rows_per_step`."""
+    `length_input` says how many are valid, and each step appends `rows_per_step` rows: a
+    number, or the name of a model-input dim (e.g. `seq`) whose size in the step's inputs it is."""
 
     capacity: int
     length_input: str
-    rows_per_step: int
+    rows_per_step: int | str
 
 
 @dataclasses.dataclass(frozen=True)

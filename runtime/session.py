@@ -73,10 +73,11 @@ class DecodeSession:
     def step(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the module with this step's inputs and the session's caches."""
         self.module.check_inputs(inputs, self.step_inputs, {name: view.shape for name, view in self._caches.items()})
+        rows = self._rows(inputs) if self.static else 0
         if self.static:
-            if self.length + self.static.rows_per_step > self.static.capacity:
+            if self.length + rows > self.static.capacity:
                 raise KvattnError(f"the static KV cache is full: {self.length} of {self.static.capacity} rows are "
-                                  f"used and a step adds {self.static.rows_per_step}; compile with a larger "
+                                  f"used and this step adds {rows}; compile with a larger "
                                   f"--static-kv-cache or reset() the session")
             inputs = {**inputs, self.static.length_input: np.full(self._specs[self.static.length_input].shape, self.length, np.int64)}
         self.module.check_scatter_bounds(inputs)
@@ -87,9 +88,19 @@ class DecodeSession:
         for name, link in self.links.items():
             self._caches[name] = results[link.output]
         self.steps += 1
-        if self.static:
-            self.length += self.static.rows_per_step
+        self.length += rows
         return {name: self.module.download(results[name], name) for name in self.step_outputs}
+
+    def _rows(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """The rows this step adds to static caches: a number, or the size of the dim it names."""
+        rows = self.static.rows_per_step
+        if isinstance(rows, int):
+            return rows
+        for name in self.step_inputs:
+            spec = self._specs[name]
+            if rows in spec.dims:
+                return np.shape(inputs[name])[spec.dims.index(rows)]
+        raise KvattnError(f"the static KV cache grows by '{rows}' rows a step, but no step input has that dim")
 
     def caches(self) -> dict[str, np.ndarray]:
         """Host copies of the current caches (static caches: only the valid rows), by input name."""

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from kvattn.lowering.diagnostics import KvattnError, NodeError
-from kvattn.passes import static_kv_cache
+from kvattn.rewrites import static_kv_cache
 from kvattn.runtime import cli
 from kvattn.runtime.compiler import compile_model
 from kvattn.runtime.module import CompiledModule
@@ -49,9 +49,12 @@ def _model(style: str, mask: bool = False, causal: int | None = None) -> onnx.Mo
     return model
 
 
-@pytest.mark.parametrize("style", ["attention_past", "concat"])
-def test_static_cache_session_matches_the_growing_model(style):
-    original = _model(style)
+@pytest.mark.parametrize("style, mask, causal", [("attention_past", False, None), ("concat", False, None),
+                                                 ("attention_past", True, 1), ("concat", True, 1)])
+def test_static_cache_session_matches_the_growing_model(style, mask, causal):
+    """Also a causal attention over a Concat cache (top-left aligned in ONNX) and a mask over the
+    growing length: every reader of the cache sees the rows it saw before."""
+    original = _model(style, mask=mask, causal=causal)
     compiled = compile_model(original, static_kv_cache=CAPACITY)
     module = CompiledModule(compiled.vmfb)
     assert [(c.input, c.output, c.aliased) for c in module.manifest.caches] == [
@@ -62,11 +65,13 @@ def test_static_cache_session_matches_the_growing_model(style):
     caches = {name: rng.standard_normal((BATCH, KV_HEADS, 3, HEAD)).astype(np.float32)
               for name in ("past_key", "past_value")}
     session = DecodeSession(module, caches)
-    assert session.step_inputs == ["query", "key", "value"]
-    for _ in range(CAPACITY - 3):
+    assert session.step_inputs == ["query", "key", "value"] + (["mask"] if mask else [])
+    for length in range(3, CAPACITY):
         step = {"query": rng.standard_normal((BATCH, Q_HEADS, 1, HEAD)).astype(np.float32),
                 "key": rng.standard_normal((BATCH, KV_HEADS, 1, HEAD)).astype(np.float32),
                 "value": rng.standard_normal((BATCH, KV_HEADS, 1, HEAD)).astype(np.float32)}
+        if mask:
+            step["mask"] = rng.random((1, length + 1)) > 0.3
         got = session.step(step)
         want = reference.run(None, {**step, **caches})
         np.testing.assert_allclose(got["output"], want[0], rtol=1e-5, atol=1e-5)
@@ -78,27 +83,38 @@ def test_static_cache_session_matches_the_growing_model(style):
 
 
 def test_rewrite_refuses_what_it_cannot_keep_exact():
-    with pytest.raises(NodeError, match="Attention node 'decode': --static-kv-cache cannot rewrite an attention "
-                                        "with attn_mask"):
-        static_kv_cache.rewrite(_model("concat", mask=True), CAPACITY)
-    with pytest.raises(NodeError, match="causal attention over a Concat cache"):
-        static_kv_cache.rewrite(_model("concat", causal=1), CAPACITY)
+    read_elsewhere = _model("concat")
+    read_elsewhere.graph.node.append(helper.make_node("ReduceSum", ["past_key"], ["key_sum"], name="sum_of_past"))
+    read_elsewhere.graph.output.append(helper.make_tensor_value_info("key_sum", TensorProto.FLOAT, [1, 1, 1, 1]))
+    with pytest.raises(NodeError, match="ReduceSum node 'sum_of_past': --static-kv-cache cannot rewrite the cache "
+                                        "'past_key': this node reads it"):
+        static_kv_cache.rewrite(read_elsewhere, CAPACITY)
+    not_returned = _model("concat")
+    del not_returned.graph.output[1:]
+    with pytest.raises(NodeError, match="the extended cache 'present_key' is not a model output"):
+        static_kv_cache.rewrite(not_returned, CAPACITY)
+    with_scores = _model("attention_past")
+    with_scores.graph.node[0].output.append("scores")
+    with_scores.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, None))
+    with pytest.raises(NodeError, match="qk_matmul_output is used"):
+        static_kv_cache.rewrite(with_scores, CAPACITY)
     no_cache = helper.make_model(helper.make_graph(
         [helper.make_node("Neg", ["x"], ["y"])], "plain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]), opset_imports=[helper.make_opsetid("", 24)])
-    with pytest.raises(KvattnError, match="no concat-style KV cache"):
+    with pytest.raises(KvattnError, match="no growing KV cache"):
         static_kv_cache.rewrite(no_cache, CAPACITY)
 
 
 def test_rewrite_leaves_the_users_model_alone():
     original = _model("attention_past")
     before = original.SerializeToString()
-    rewritten, caches = static_kv_cache.rewrite(original, CAPACITY)
+    rewritten = static_kv_cache.rewrite(original, CAPACITY)
     assert original.SerializeToString() == before
-    assert caches == {"past_key": 1, "past_value": 1}
-    assert [n.op_type for n in rewritten.graph.node].count("TensorScatter") == 2
-    assert rewritten.graph.input[-1].name == static_kv_cache.PAST_LENGTH
+    assert rewritten.caches == {"past_key": "present_key", "past_value": "present_value"}
+    assert rewritten.rows_per_step == 1
+    assert [n.op_type for n in rewritten.model.graph.node].count("TensorScatter") == 2
+    assert rewritten.model.graph.input[-1].name == static_kv_cache.PAST_LENGTH
 
 
 def test_run_steps_with_static_cache_on_the_command_line(tmp_path, capsys):
