@@ -140,7 +140,7 @@ class _CacheRewriter:
         view = self._node("Slice", [buffer, self._const([0], f"{past.name}_zero"), total,
                                     self._const([2], f"{past.name}_axis")], f"{past.name}_valid_rows")
         view.type, view.shape = present.type, present.shape  # the rows the Concat had
-        self._output(present, buffer)
+        self._output(present, buffer, past)
         present.replace_all_uses_with(view)
         self.graph.remove(concat, safe=True)
         self.caches[past.name], self.rows[past.name] = buffer.name, rows
@@ -161,7 +161,7 @@ class _CacheRewriter:
                 raise NodeError("Attention", attention.name, f"--static-kv-cache needs 4D {kind} inputs and caches")
             rows = self._rows(new, attention)
             buffer = self._scatter(past, new, f"{past.name}_update", old.name)
-            self._output(old, buffer)
+            self._output(old, buffer, past)
             old.replace_all_uses_with(buffer)
             self.caches[past.name], self.rows[past.name] = buffer.name, rows
             self._fix_capacity(past)
@@ -230,12 +230,13 @@ class _CacheRewriter:
         self.graph.append(node)
         return node.outputs[0]
 
-    def _output(self, old: ir.Value, new: ir.Value) -> None:
+    def _output(self, old: ir.Value, buffer: ir.Value, past: ir.Value) -> None:
+        """The model output `old` becomes `buffer`, typed as the fixed-capacity past (it is tied to it)."""
         for index, output in enumerate(self.graph.outputs):
             if output is old:
-                new.type = old.type
-                new.shape = ir.Shape([old.shape[0], old.shape[1], self.capacity, old.shape[3]]) if old.shape else None
-                self.graph.outputs[index] = new
+                buffer.type = past.type
+                buffer.shape = ir.Shape([past.shape[0], past.shape[1], self.capacity, past.shape[3]])
+                self.graph.outputs[index] = buffer
 
 
 def _extends(node: ir.Node, index: int) -> bool:

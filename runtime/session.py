@@ -108,11 +108,15 @@ class DecodeSession:
         return {name: array[:, :, :self.length] for name, array in arrays.items()} if self.static else arrays
 
     def _padded(self, caches: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-        """Initial static caches with `length` rows, zero-padded to the capacity."""
-        lengths = {np.asarray(array).shape[2] for array in caches.values() if np.asarray(array).ndim == 4}
-        if len(lengths) != 1 or next(iter(lengths)) > self.static.capacity:
+        """Initial static caches with `length` rows, zero-padded to the capacity (other state the
+        model feeds back, such as a rank-0 window size, as it is)."""
+        fixed = {name for name in caches if len(self._specs[name].shape) == 4
+                 and self._specs[name].shape[2] == self.static.capacity}
+        lengths = {np.shape(caches[name])[2] for name in fixed if np.ndim(caches[name]) == 4}
+        if not fixed or len(lengths) != 1 or next(iter(lengths)) > self.static.capacity:
             raise KvattnError(f"initial caches must all be 4D with the same length, at most the capacity "
                               f"{self.static.capacity}; got {[list(np.shape(a)) for a in caches.values()]}")
         length = lengths.pop()
         padding = [(0, 0), (0, 0), (0, self.static.capacity - length), (0, 0)]
-        return {name: np.pad(np.asarray(array), padding) for name, array in caches.items()}, length
+        return {name: np.pad(np.asarray(array), padding) if name in fixed else array
+                for name, array in caches.items()}, length

@@ -4,7 +4,7 @@ fixture, batches of prompts of different lengths (left padding), eos, --static-k
 and what users get wrong (each in a subprocess: `kvattn: error:`, exit 1, no traceback).
 
 Suite time: each fixture is compiled once with default flags through compile_cached, the same
-vmfb tests/test_exported_models.py uses; --static-kv-cache is compiled on two fixtures only."""
+vmfb tests/test_exported_models.py uses; --static-kv-cache once on each fixture with growing caches."""
 
 from __future__ import annotations
 
@@ -161,13 +161,23 @@ def test_explicit_mask_pairs_and_inputs(modules):
         generate(static, list(range(3, 18)), 5)
 
 
-@pytest.mark.parametrize("stem", ["llama_opset23_decode", "qwen2_opset24_decode"])
+GROWING = [stem for stem in BY_STEM if "_decode" in stem or stem.endswith(("_hf", "_hf_eager"))]
+
+
+@pytest.mark.parametrize("stem", GROWING)
 def test_static_kv_cache_on_exported_decoders(stem):
-    """--static-kv-cache on torch exports (concat caches, an attention_mask subgraph): the session takes
-    the original steps (prefill rows, then one) and generation gives the original model's ids."""
+    """--static-kv-cache on every export with growing caches (torch DynamicCache Concat, transformers'
+    own exporter; an attention_mask subgraph; eager attention): every cache is updated in place
+    (tied to its present), the session takes the original steps (prefill rows, then one) and
+    generation gives the original model's ids."""
     path = BY_STEM[stem]
-    generator = Generator(path, static_kv_cache=16)
-    assert generator.module.manifest.static_cache.capacity == 16
+    window = {"input.cache.layers.0._sliding_window_tensor": np.array(4, np.int64)} if "hf_eager" in stem else None
+    generator = Generator(path, static_kv_cache=16, inputs=window)
+    manifest = generator.module.manifest
+    assert manifest.static_cache.capacity == 16
+    growing = [i.name for i in onnx.load(path).graph.input if i.name.startswith(("past_", "input.cache")) and
+               not i.name.endswith("_sliding_window_tensor")]
+    assert sorted(c.input for c in manifest.caches if c.aliased) == sorted(growing)
     for prompts in ([PROMPT], BATCH):
         np.testing.assert_array_equal(generator(prompts, NEW).ids, fixture_reference(path, prompts, NEW))
     with pytest.raises(KvattnError, match=r"need 17 cache rows .* static KV cache \(--static-kv-cache 16\) holds 16"):
