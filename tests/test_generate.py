@@ -9,6 +9,7 @@ vmfb tests/test_exported_models.py uses; --static-kv-cache once on each fixture 
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 
 import numpy as np
@@ -19,7 +20,7 @@ from onnx import TensorProto, helper
 
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime import cli
-from kvattn.runtime.compiler import compile_cached, compile_model
+from kvattn.runtime.compiler import compile_cached, compile_model, compile_to_stage
 from kvattn.runtime.generate import Generator, generate
 from kvattn.runtime.module import CompiledModule
 
@@ -182,6 +183,14 @@ def test_static_kv_cache_on_exported_decoders(stem):
         np.testing.assert_array_equal(generator(prompts, NEW).ids, fixture_reference(path, prompts, NEW))
     with pytest.raises(KvattnError, match=r"need 17 cache rows .* static KV cache \(--static-kv-cache 16\) holds 16"):
         generator(list(range(3, 16)), 5)
+
+
+def test_static_kv_cache_copies_no_cache():
+    """The in-place variant of a torch export moves no cache: the call's only copies are
+    scalar readbacks (1- and 8-byte: range checks, the valid length that sizes the rows read)."""
+    stream, _ = compile_to_stage(BY_STEM["llama_opset24_decode"], "stream", static_kv_cache=16)
+    sizes = re.findall(r"stream\.cmd\.copy [^,]+, [^,]+, (%\w+) :", stream)
+    assert sizes and set(sizes) <= {"%c1", "%c8"}, sizes
 
 
 VOCAB, HIDDEN, Q_HEADS, KV_HEADS, HEAD = 32, 16, 2, 1, 8
