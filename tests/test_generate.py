@@ -186,11 +186,13 @@ def test_static_kv_cache_on_exported_decoders(stem):
 
 
 def test_static_kv_cache_copies_no_cache():
-    """The in-place variant of a torch export moves no cache: the call's only copies are
-    scalar readbacks (1- and 8-byte: range checks, the valid length that sizes the rows read)."""
+    """The in-place variant of a torch export moves no cache: the presents are the pasts' own
+    buffers (the call exports only the logits; growing caches export 4 new presents too), and the
+    call's only copies are scalar readbacks (1 and 8 bytes: range checks, the valid length)."""
     stream, _ = compile_to_stage(BY_STEM["llama_opset24_decode"], "stream", static_kv_cache=16)
+    assert stream.count("stream.tensor.export") == 1
     sizes = re.findall(r"stream\.cmd\.copy [^,]+, [^,]+, (%\w+) :", stream)
-    assert sizes and set(sizes) <= {"%c1", "%c8"}, sizes
+    assert set(sizes) <= {"%c1", "%c8"}, sizes
 
 
 VOCAB, HIDDEN, Q_HEADS, KV_HEADS, HEAD = 32, 16, 2, 1, 8
