@@ -2,20 +2,20 @@
 
 A growing cache is a model input `past[B,H,P,D]` whose P rows are extended by the step's new rows
 and returned as the present `[B,H,P+L,D]`, copied whole every step. This rewrite gives each such
-cache a fixed capacity MAX and a new model input `past_length` (int64 [1]: the valid rows, the
-same for every batch row, as in the growing cache), so that the present is the past's own buffer
+cache a fixed capacity MAX and a new model input `past_length` (int64 [B]: the valid rows,
+the same for every batch row, as in the growing cache: call it P), so that the present is the past's own buffer
 with L rows written at past_length. Every read of the past is rewritten so that the model computes
 what it computed before:
 
   present = Concat(past, new, axis=2)           (the exporters' DynamicCache; present a model output)
-    ⇒ present_buffer = TensorScatter(past[B,H,MAX,D], new, Expand(past_length, [B]))   → the output
-      present        = Slice(present_buffer, [0], [past_length + L], axes=[2])          → every reader
+    ⇒ present_buffer = TensorScatter(past[B,H,MAX,D], new, past_length)   → the output
+      present        = Slice(present_buffer, [0], [P + L], axes=[2])      → every reader
 
   Shape(past)[..., 2, ...]                       (the exporters take the past length from it)
-    ⇒ Shape(past)[..., :2] ++ past_length ++ Shape(past)[3:, ...]
+    ⇒ Shape(past)[..., :2] ++ [P] ++ Shape(past)[3:, ...]
 
   Y, present_key, present_value = Attention(Q, K, V, mask, past_key, past_value)
-    ⇒ present_key = TensorScatter(past_key[B,H,MAX,D], K, Expand(past_length, [B])) (value alike)
+    ⇒ present_key = TensorScatter(past_key[B,H,MAX,D], K, past_length)   (value alike)
       Y = Attention(Q, present_key, present_value, mask, nonpad_kv_seqlen = past_length + L)
 
 So the attention-mask subgraphs, position ids, repeat_kv and eager attention built on the past
@@ -63,7 +63,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> Rewritten:
     graph = graph_model.graph
     in_place = [value.name for value in graph.inputs
                 if any(node.op_type == "TensorScatter" and index == 0 for node, index in value.uses())]
-    past_length = ir.Value(name=PAST_LENGTH, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([1]))
+    past_length = ir.Value(name=PAST_LENGTH, type=ir.TensorType(ir.DataType.INT64))
     rewriter = _CacheRewriter(graph, past_length, capacity)
     for value in list(graph.inputs):
         rewriter.rewrite_if_cache(value)
@@ -79,6 +79,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> Rewritten:
                           f"{dict(rewriter.rows)}")
     if any(value.name == PAST_LENGTH for value in graph.inputs):
         raise KvattnError(f"--static-kv-cache adds a model input '{PAST_LENGTH}', but the model already has one")
+    past_length.shape = ir.Shape([rewriter.batch])
     graph.inputs.append(past_length)
     graph.sort()
     proto = ir.serde.serialize_model(graph_model)
@@ -95,6 +96,8 @@ class _CacheRewriter:
         self.graph, self.past_length, self.capacity = graph, past_length, capacity
         self.caches: dict[str, str] = {}
         self.rows: dict[str, int | str] = {}
+        self._first: ir.Value | None = None
+        self.batch: ir.SymbolicDim | int | None = None  # the caches' batch size, past_length's
         self._names = {value.name for node in graph for value in node.outputs} | {node.name for node in graph}
         self._input_dims = {dim.value for value in graph.inputs if value.shape is not None
                             for dim in value.shape if isinstance(dim, ir.SymbolicDim) and dim.value}
@@ -166,8 +169,7 @@ class _CacheRewriter:
             self.caches[past.name], self.rows[past.name] = buffer.name, rows
             self._fix_capacity(past)
             presents.append(buffer)
-        valid = self._node("Expand", [self._add_rows(inputs[1], inputs[4].name), self._batch(inputs[4], inputs[4].name)],
-                           f"{inputs[4].name}_nonpad_kv_seqlen")
+        valid = self._add_rows(inputs[1], f"{inputs[4].name}_nonpad_kv_seqlen", self.past_length)
         replacement = ir.node("Attention", [inputs[0], *presents, inputs[3], None, None, valid],
                               attributes=dict(attention.attributes), name=attention.name)
         self.graph.append(replacement)
@@ -186,7 +188,7 @@ class _CacheRewriter:
         pieces = []
         if start < 2:
             pieces.append(self._node("Shape", [past], f"{past.name}_shape_before", start=start, end=2))
-        pieces.append(self.past_length)
+        pieces.append(self._first_length())
         if end > 3:
             pieces.append(self._node("Shape", [past], f"{past.name}_shape_after", start=3, end=end))
         valid_shape = (pieces[0] if len(pieces) == 1
@@ -205,17 +207,21 @@ class _CacheRewriter:
                                                  f"decode session could not tell how far the cache grows")
 
     def _scatter(self, past: ir.Value, new: ir.Value, name: str, output: str) -> ir.Value:
-        write_at = self._node("Expand", [self.past_length, self._batch(past, name)], f"{name}_write_indices")
-        buffer = self._node("TensorScatter", [past, new, write_at], name, axis=2)
+        self.batch = past.shape[0]
+        buffer = self._node("TensorScatter", [past, new, self.past_length], name, axis=2)
         buffer.name = output
         return buffer
 
-    def _add_rows(self, new: ir.Value, name: str) -> ir.Value:
+    def _add_rows(self, new: ir.Value, name: str, length: ir.Value | None = None) -> ir.Value:
+        """P + the rows of `new` ([1]), or `length` + them."""
         rows = self._node("Shape", [new], f"{name}_new_rows", start=2, end=3)
-        return self._node("Add", [self.past_length, rows], f"{name}_valid_length")
+        return self._node("Add", [length or self._first_length(), rows], f"{name}_valid_length")
 
-    def _batch(self, past: ir.Value, name: str) -> ir.Value:
-        return self._node("Shape", [past], f"{name}_batch", start=0, end=1)
+    def _first_length(self) -> ir.Value:
+        """P ([1]; the rows all hold the same length: their largest, made once)."""
+        if self._first is None:
+            self._first = self._node("ReduceMax", [self.past_length], f"{PAST_LENGTH}_rows", keepdims=1)
+        return self._first
 
     def _const(self, values: list[int], name: str) -> ir.Value:
         return self._node("Constant", [], name, value=ir.tensor(values, dtype=ir.DataType.INT64))

@@ -79,7 +79,7 @@ class DecodeSession:
                 raise KvattnError(f"the static KV cache is full: {self.length} of {self.static.capacity} rows are "
                                   f"used and this step adds {rows}; compile with a larger "
                                   f"--static-kv-cache or reset() the session")
-            inputs = {**inputs, self.static.length_input: np.full(self._specs[self.static.length_input].shape, self.length, np.int64)}
+            inputs = {**inputs, self.static.length_input: self._length_array()}
         self.module.check_scatter_bounds(inputs)
         views = [self._caches[name] if name in self.links
                  else device_buffers.upload(self.module.device, np.asarray(inputs[name]))
@@ -90,6 +90,12 @@ class DecodeSession:
         self.steps += 1
         self.length += rows
         return {name: self.module.download(results[name], name) for name in self.step_outputs}
+
+    def _length_array(self) -> np.ndarray:
+        """The valid rows for the length input, one per batch row (the caches' batch)."""
+        shape = self._specs[self.static.length_input].shape
+        batch = next(iter(self._caches.values())).shape[0]
+        return np.full([batch if size is None else size for size in shape], self.length, np.int64)
 
     def _rows(self, inputs: Mapping[str, np.ndarray]) -> int:
         """The rows this step adds to static caches: a number, or the size of the dim it names."""
