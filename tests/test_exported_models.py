@@ -22,6 +22,13 @@ FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("
 TOLERANCE = 1e-4
 
 
+def by_fixture(paths):
+    """pytest params, one per fixture, each in the xdist group of its fixture: the tests of one
+    fixture run on one worker, one after the other, so the first compile serves the others from
+    the compile cache (pyproject: --dist loadgroup) instead of both workers compiling it at once."""
+    return [pytest.param(path, id=path.stem, marks=pytest.mark.xdist_group(path.stem)) for path in paths]
+
+
 def stored_cases(path: pathlib.Path) -> list[tuple[str, dict, list]]:
     """(name, inputs, torch's outputs) for each case stored beside the fixture."""
     data = np.load(path.with_suffix(".npz"))
@@ -66,7 +73,7 @@ def test_every_architecture_variant_and_opset_is_there():
     assert {f"llama_opset{opset}_decode" for opset in (23, 24, 25)} <= set(stems)
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("path", by_fixture(FIXTURES))
 def test_one_vmfb_serves_every_shape(path):
     model = onnx.load(path)
     symbols = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}

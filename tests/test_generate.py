@@ -4,7 +4,8 @@ fixture, batches of prompts of different lengths (left padding), eos, --static-k
 and what users get wrong (each in a subprocess: `kvattn: error:`, exit 1, no traceback).
 
 Suite time: each fixture is compiled once with default flags through compile_cached, the same
-vmfb tests/test_exported_models.py uses; --static-kv-cache once on each fixture with growing caches."""
+vmfb tests/test_exported_models.py uses (same xdist group); the --static-kv-cache rewrite is checked
+with onnx.reference on every fixture with growing caches and compiled on one of each kind."""
 
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
+from kvattn import rewrites
 from kvattn.lowering.diagnostics import KvattnError
+from kvattn.rewrites import static_kv_cache
 from kvattn.runtime import cli
 from kvattn.runtime.compiler import compile_cached, compile_model, compile_to_stage
 from kvattn.runtime.generate import Generator, generate
 from kvattn.runtime.module import CompiledModule
+from tests.test_exported_models import by_fixture
 
 FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
 BY_STEM = {path.stem: path for path in FIXTURES}
@@ -94,7 +99,7 @@ def modules():
     return get
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("path", by_fixture(FIXTURES))
 def test_greedy_ids_match_onnxruntime(path):
     """One prompt, and a batch of two of different lengths (left padding), on every fixture: decode
     (concat caches, found by name), hf (transformers' exporter names, its rank-0 pass-through field),
@@ -166,11 +171,47 @@ GROWING = [stem for stem in BY_STEM if "_decode" in stem or stem.endswith(("_hf"
 
 
 @pytest.mark.parametrize("stem", GROWING)
+def test_static_kv_cache_rewrite_is_exact_on_every_export(stem):
+    """onnx.reference on the rewritten model (fixed buffers, past_length) and on the original, step
+    after step (a left-padded batch of 2: prefill 4 rows, then 1, then 2): the same logits, bit for
+    bit, and the same valid cache rows."""
+    path = BY_STEM[stem]
+    original = onnx.load(path)
+    rewritten = static_kv_cache.rewrite(rewrites.apply(original)[0], 16)
+    data = np.load(path.with_suffix(".npz"))
+    stored = {key.removeprefix("case0.in."): data[key] for key in data.files if key.startswith("case0.in.")}
+    growing = {name: np.zeros((2,) + stored[name].shape[1:2] + (0,) + stored[name].shape[3:], np.float32)
+               for name in rewritten.caches}
+    buffers = {name: np.zeros(array.shape[:2] + (16,) + array.shape[3:], np.float32) for name, array in growing.items()}
+    other = {name: value for name, value in stored.items() if value.ndim == 0}  # _sliding_window_tensor
+    old, new = ReferenceEvaluator(original), ReferenceEvaluator(rewritten.model)
+    rng, mask, length = np.random.default_rng(0), np.zeros((2, 0), np.int64), 0
+    for rows in (4, 1, 2):
+        ids = rng.integers(0, 64, (2, rows)).astype(np.int64)
+        mask = np.concatenate([mask, np.ones((2, rows), np.int64)], 1)
+        mask[1, :2] = 0  # row 1 is left-padded
+        feeds = {"input_ids": ids, "attention_mask": mask, **other}
+        want = dict(zip([o.name for o in original.graph.output], old.run(None, {**feeds, **growing})))
+        got = dict(zip([o.name for o in rewritten.model.graph.output],
+                       new.run(None, {**feeds, **buffers, "past_length": np.full(2, length, np.int64)})))
+        np.testing.assert_array_equal(got["logits"], want["logits"])
+        for past, present in rewritten.caches.items():
+            np.testing.assert_array_equal(got[present][:, :, :length + rows], want[present], err_msg=present)
+            growing[past], buffers[past] = want[present], got[present]
+        length += rows
+
+
+# Compiled and generated on one fixture of each kind (the rewrite is checked on all of them above).
+COMPILED_STATIC = ["llama_opset23_decode", "gemma3_opset24_decode", "phi3_opset25_decode",
+                   "gemma2_opset23_decode_eager", "gemma2_opset25_hf_eager"]
+
+
+@pytest.mark.parametrize("stem", COMPILED_STATIC)
 def test_static_kv_cache_on_exported_decoders(stem):
-    """--static-kv-cache on every export with growing caches (torch DynamicCache Concat, transformers'
-    own exporter; an attention_mask subgraph; eager attention): every cache is updated in place
-    (tied to its present), the session takes the original steps (prefill rows, then one) and
-    generation gives the original model's ids."""
+    """--static-kv-cache on exports with growing caches (torch DynamicCache Concat at opsets 23-25,
+    one kv head, eager attention, transformers' own exporter; an attention_mask subgraph): every
+    cache is updated in place (tied to its present), the session takes the original steps
+    (prefill rows, then one) and generation gives the original model's ids."""
     path = BY_STEM[stem]
     window = {"input.cache.layers.0._sliding_window_tensor": np.array(4, np.int64)} if "hf_eager" in stem else None
     generator = Generator(path, static_kv_cache=16, inputs=window)
