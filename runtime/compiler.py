@@ -227,7 +227,7 @@ def _make_dir(path: pathlib.Path, what: str) -> None:
 def _kvattn_code_digest() -> bytes:
     """A digest of kvattn's Python sources: a changed lowering must not reuse old vmfbs."""
     digest = hashlib.sha256(kvattn.__version__.encode())
-    for package in ("kvattn.lowering", "kvattn.passes", "kvattn.runtime"):
+    for package in ("kvattn.lowering", "kvattn.passes", "kvattn.rewrites", "kvattn.runtime"):
         folder = pathlib.Path(importlib.import_module(package).__file__).parent
         for source in sorted(folder.glob("*.py")):
             digest.update(source.name.encode())
