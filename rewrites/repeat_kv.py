@@ -191,8 +191,8 @@ def _entries(value: ir.Value) -> list[Size | None] | None:
         if source.shape is None:
             return None
         rank = len(source.shape)
-        start = _attribute(node, "start", 0)
-        end = _attribute(node, "end", rank)
+        start = node.attributes.get_int("start", 0)
+        end = node.attributes.get_int("end", rank)
         start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
         return [_dim(source, axis) for axis in range(start, end)]
     if node.op_type == "Concat":
@@ -200,7 +200,7 @@ def _entries(value: ir.Value) -> list[Size | None] | None:
         return None if any(part is None for part in parts) else [entry for part in parts for entry in part]
     if node.op_type in ("Squeeze", "Unsqueeze", "Reshape", "Identity", "Cast"):
         inner = _entries(node.inputs[0])
-        if node.op_type == "Cast" and _attribute(node, "to", 0) != ir.DataType.INT64:
+        if node.op_type == "Cast" and node.attributes.get_int("to", 0) != ir.DataType.INT64:
             return None
         if inner is None or (node.op_type in ("Squeeze", "Unsqueeze", "Reshape") and len(inner) != 1):
             return None  # only a scalar ↔ [1] (rank changes of one entry keep its value)
@@ -212,10 +212,6 @@ def _entries(value: ir.Value) -> list[Size | None] | None:
         return [_add(a, b) for a, b in zip(left, right)]
     return None
 
-
-def _attribute(node: ir.Node, name: str, default: int) -> int:
-    attribute = node.attributes.get(name)
-    return default if attribute is None else attribute.as_int()
 
 
 def _add(a: Size | None, b: Size | None) -> Size | None:

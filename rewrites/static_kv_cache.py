@@ -127,10 +127,6 @@ class _CacheRewriter:
                 self._concat(node, past)
             else:
                 self._attention(node)
-        self._fix_capacity(past)
-
-    def _fix_capacity(self, past: ir.Value) -> None:
-        past.shape = ir.Shape([past.shape[0], past.shape[1], self.capacity, past.shape[3]])
 
     def _concat(self, concat: ir.Node, past: ir.Value) -> None:
         present, new = concat.outputs[0], concat.inputs[1]
@@ -167,7 +163,6 @@ class _CacheRewriter:
             self._output(old, buffer, past)
             old.replace_all_uses_with(buffer)
             self.caches[past.name], self.rows[past.name] = buffer.name, rows
-            self._fix_capacity(past)
             presents.append(buffer)
         valid = self._add_rows(inputs[1], f"{inputs[4].name}_nonpad_kv_seqlen", self.past_length)
         replacement = ir.node("Attention", [inputs[0], *presents, inputs[3], None, None, valid],
@@ -181,7 +176,7 @@ class _CacheRewriter:
 
     def _past_shape(self, shape: ir.Node, past: ir.Value) -> None:
         """Shape(past, start, end) → the same entries with the valid length on axis 2."""
-        start, end = (_attribute(shape, name, default) for name, default in (("start", 0), ("end", 4)))
+        start, end = (shape.attributes.get_int(name, default) for name, default in (("start", 0), ("end", 4)))
         start, end = (min(max(i + 4 if i < 0 else i, 0), 4) for i in (start, end))
         if not start <= 2 < end:
             return
@@ -237,27 +232,24 @@ class _CacheRewriter:
         return node.outputs[0]
 
     def _output(self, old: ir.Value, buffer: ir.Value, past: ir.Value) -> None:
-        """The model output `old` becomes `buffer`, typed as the fixed-capacity past (it is tied to it)."""
+        """The model output `old` becomes `buffer`; `past` gets the fixed capacity, and `buffer` the
+        past's type (it is tied to it)."""
+        past.shape = ir.Shape([past.shape[0], past.shape[1], self.capacity, past.shape[3]])
         for index, output in enumerate(self.graph.outputs):
             if output is old:
-                buffer.type = past.type
-                buffer.shape = ir.Shape([past.shape[0], past.shape[1], self.capacity, past.shape[3]])
+                buffer.type, buffer.shape = past.type, past.shape
                 self.graph.outputs[index] = buffer
 
 
 def _extends(node: ir.Node, index: int) -> bool:
     """A Concat of the past with new rows along axis 2 (or -2)."""
     return (node.op_type == "Concat" and node.domain == "" and index == 0 and len(node.inputs) == 2
-            and _attribute(node, "axis", 0) in (2, -2))
+            and node.attributes.get_int("axis", 0) in (2, -2))
 
 
 def _attention_past(node: ir.Node, index: int) -> bool:
     return node.op_type == "Attention" and node.domain == "" and index in (4, 5)
 
-
-def _attribute(node: ir.Node, name: str, default: int) -> int:
-    attribute = node.attributes.get(name)
-    return default if attribute is None else attribute.as_int()
 
 
 def _at_opset_24(model: onnx.ModelProto) -> onnx.ModelProto:
