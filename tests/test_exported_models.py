@@ -15,30 +15,11 @@ import pytest
 
 from kvattn.runtime.compiler import compile_cached
 from kvattn.runtime.module import CompiledModule
+from tests.exported_fixtures import FIXTURES, by_fixture, stored_cases
 
-FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
 # Relative to each output's largest magnitude (at least 1): IREE's own lowering of the ops around
 # kvattn's (e.g. Gemma3's tanh-GELU) is ~1e-5 relative, and Gemma's q/k norms rescale small tensors.
 TOLERANCE = 1e-4
-
-
-def by_fixture(paths):
-    """pytest params, one per fixture, each in the xdist group of its fixture: the tests of one
-    fixture run on one worker, one after the other, so the first compile serves the others from
-    the compile cache (pyproject: --dist loadgroup) instead of both workers compiling it at once."""
-    return [pytest.param(path, id=path.stem, marks=pytest.mark.xdist_group(path.stem)) for path in paths]
-
-
-def stored_cases(path: pathlib.Path) -> list[tuple[str, dict, list]]:
-    """(name, inputs, torch's outputs) for each case stored beside the fixture."""
-    data = np.load(path.with_suffix(".npz"))
-    cases = []
-    for index in range(len({key.split(".")[0] for key in data.files})):
-        prefix = f"case{index}."
-        inputs = {key.removeprefix(prefix + "in."): data[key] for key in data.files if key.startswith(prefix + "in.")}
-        outputs = [data[f"{prefix}out.{i}"] for i in range(sum(k.startswith(prefix + "out.") for k in data.files))]
-        cases.append((str(data[prefix + "name"]), inputs, outputs))
-    return cases
 
 
 def symbolic_dims(path: pathlib.Path, inputs: dict) -> dict[str, int]:

@@ -27,9 +27,8 @@ from kvattn.runtime import cli
 from kvattn.runtime.compiler import compile_cached, compile_model, compile_to_stage
 from kvattn.runtime.generate import Generator, generate
 from kvattn.runtime.module import CompiledModule
-from tests.test_exported_models import by_fixture
+from tests.exported_fixtures import FIXTURES, by_fixture
 
-FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
 BY_STEM = {path.stem: path for path in FIXTURES}
 PROMPT = [5, 17, 42, 9]
 BATCH = [[5, 17, 42, 9], [8, 9]]

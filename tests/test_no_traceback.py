@@ -17,9 +17,9 @@ import onnx
 import pytest
 
 from kvattn.runtime import demo
+from tests.exported_fixtures import FIXTURES, by_fixture
 from tests.onnx_models import symbolic_model
 
-FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
 # The whole matrix on a decoder with a concat-style cache and one with a static cache (a session
 # keeps it); run and inspect on all of them.
 MATRIX = ([p for p in FIXTURES if p.stem.endswith("_decode")][:1]
@@ -62,7 +62,7 @@ def _fixture_flags(path: pathlib.Path, tmp_path: pathlib.Path) -> list[str]:
     return _npy_flags(arrays, tmp_path / "in")
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("path", by_fixture(FIXTURES))
 def test_run_and_inspect_every_fixture(path, tmp_path, env):
     """`run` on every fixture (from the compile cache); `inspect` (an uncached compile to the
     flow stage) on every other one, alternating architectures and variants."""
@@ -72,7 +72,7 @@ def test_run_and_inspect_every_fixture(path, tmp_path, env):
 
 
 @pytest.mark.parametrize("command", ["compile", "inspect-raised", "steps"])
-@pytest.mark.parametrize("path", MATRIX, ids=[p.stem for p in MATRIX])
+@pytest.mark.parametrize("path", by_fixture(MATRIX))
 def test_every_command_on_fixtures(path, command, tmp_path, env):
     flags = _fixture_flags(path, tmp_path)
     args = {"compile": ["compile", path, "-o", tmp_path / "m.vmfb", "-q"],

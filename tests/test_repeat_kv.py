@@ -20,7 +20,7 @@ from kvattn.rewrites import repeat_kv
 from kvattn.runtime import inspect
 from kvattn.runtime.compiler import compile_cached
 from kvattn.runtime.module import CompiledModule
-from tests.test_exported_models import FIXTURES, stored_cases
+from tests.exported_fixtures import FIXTURES, stored_cases
 
 WITH_ATTENTION = [path for path in FIXTURES if any(n.op_type == "Attention" for n in onnx.load(path).graph.node)]
 

@@ -16,7 +16,7 @@ from kvattn import rewrites
 from kvattn.runtime import inspect
 from kvattn.runtime.compiler import compile_cached
 from kvattn.runtime.module import CompiledModule
-from tests.test_exported_models import stored_cases
+from tests.exported_fixtures import stored_cases
 
 STATIC = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*_static.onnx"))
 

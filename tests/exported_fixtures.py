@@ -1,0 +1,30 @@
+"""The exported decoder fixtures (tests/models/fixtures, made by tests/models/export_decoders.py)
+and what the tests share about them: the cases stored beside each, and the xdist grouping."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
+
+
+def by_fixture(paths):
+    """pytest params, one per fixture, each in the xdist group of its fixture: the tests of one
+    fixture run on one worker, one after the other, so the first compile serves the others from
+    the compile cache (pyproject: --dist loadgroup) instead of both workers compiling it at once."""
+    return [pytest.param(path, id=path.stem, marks=pytest.mark.xdist_group(path.stem)) for path in paths]
+
+
+def stored_cases(path: pathlib.Path) -> list[tuple[str, dict, list]]:
+    """(name, inputs, torch's outputs) for each case stored beside the fixture."""
+    data = np.load(path.with_suffix(".npz"))
+    cases = []
+    for index in range(len({key.split(".")[0] for key in data.files})):
+        prefix = f"case{index}."
+        inputs = {key.removeprefix(prefix + "in."): data[key] for key in data.files if key.startswith(prefix + "in.")}
+        outputs = [data[f"{prefix}out.{i}"] for i in range(sum(k.startswith(prefix + "out.") for k in data.files))]
+        cases.append((str(data[prefix + "name"]), inputs, outputs))
+    return cases
