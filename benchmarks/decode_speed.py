@@ -14,8 +14,9 @@ Config: fp32, batch 1, 32 query heads, 8 KV heads, head size 128 (benchmarks.mod
   prefill     512 tokens causal Attention-23: kvattn, onnxruntime, stock IREE
   sweep       decode time vs valid length and vs capacity, kvattn and onnxruntime (PNG plot)
 
-Every time is a median in ms and is printed with its multiple of the floor (bytes of K/V read at
-the copy bandwidth, or FLOPs at the matmul rate).
+Every time is printed as median, min and p90 in ms (a stall shows as a median or p90 far above the
+min), with the median's multiple of the floor (bytes of K/V read at the copy bandwidth, or FLOPs
+at the matmul rate); speed-ups compare medians.
 
     python -m benchmarks.decode_speed [--repeats 30] [--quick] [--plot benchmarks/decode_speed.png]
 """
@@ -32,7 +33,7 @@ import onnx
 import onnxruntime
 
 from benchmarks import models
-from benchmarks.timing import machine, median_ms
+from benchmarks.timing import Spread, machine, median_ms, spread_ms
 from kvattn.lowering import onnx_import
 from kvattn.passes import iree_input
 from kvattn.runtime import targets
@@ -71,11 +72,11 @@ def prefill_floor_ms(length: int, gflops: float) -> float:
 
 # --------------------------------------------------------------------------- runners
 
-def kvattn_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> float:
+def kvattn_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
     """The call on device-resident inputs; tied caches are updated in place call after call."""
     module = CompiledModule(compile_model(model).vmfb)
     views = module.upload(inputs)
-    return median_ms(lambda: module.invoke(views), repeats)
+    return spread_ms(lambda: module.invoke(views), repeats)
 
 
 def _ort_session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
@@ -85,12 +86,12 @@ def _ort_session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def onnxruntime_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> float:
+def onnxruntime_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
     session = _ort_session(model)
-    return median_ms(lambda: session.run(None, inputs), repeats)
+    return spread_ms(lambda: session.run(None, inputs), repeats)
 
 
-def onnxruntime_bound_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> float:
+def onnxruntime_bound_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
     """IO binding with each present cache bound to its past cache's buffer (in place)."""
     session = _ort_session(model)
     binding = session.io_binding()
@@ -105,7 +106,7 @@ def onnxruntime_bound_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> 
             binding.bind_ortvalue_output(output.name, caches[output.name.replace("present_", "past_")])
         else:
             binding.bind_output(output.name)
-    return median_ms(lambda: session.run_with_iobinding(binding), repeats)
+    return spread_ms(lambda: session.run_with_iobinding(binding), repeats)
 
 
 def gqa_inputs(inputs: dict) -> dict:
@@ -116,7 +117,7 @@ def gqa_inputs(inputs: dict) -> dict:
             "seqlens_k": np.array([valid - 1], np.int32), "total_sequence_length": np.array(valid, np.int32)}
 
 
-def stock_iree_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> float:
+def stock_iree_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
     """IREE's own ONNX path with every ONNX function expanded (what
     `torch-mlir-import-onnx --disable-function-expansion-allowlist` does)."""
     from iree.compiler import ir
@@ -138,7 +139,7 @@ def stock_iree_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> float:
     context.add_vm_module(ireert.VmModule.copy_buffer(context.instance, vmfb))
     function = context.modules.module[model.graph.name]
     arrays = [ireert.asdevicearray(config.device, inputs[value.name]) for value in model.graph.input]
-    return median_ms(lambda: function(*arrays), repeats)
+    return spread_ms(lambda: function(*arrays), repeats)
 
 
 # --------------------------------------------------------------------------- the run
@@ -159,10 +160,10 @@ def main(argv=None) -> int:
           f"onnxruntime {onnxruntime.__version__}")
     print(f"floors: copy {gbps:.1f} GB/s (read+write), fp32 matmul {gflops:.0f} GFLOP/s")
 
-    def row(name: str, ms: float, floor_ms: float | None = None) -> float:
-        floor = f"  {ms / floor_ms:6.1f}x floor" if floor_ms else ""
-        print(f"{name:<58} {ms:9.3f} ms{floor}", flush=True)
-        return ms
+    def row(name: str, spread: Spread, floor_ms: float | None = None) -> float:
+        floor = f"  {spread.median / floor_ms:6.1f}x floor" if floor_ms else ""
+        print(f"{name:<58} {spread}{floor}", flush=True)
+        return spread.median
 
     small, large = (128, 8192) if not args.quick else (128, 512)
     update = {cap: row(f"cache update alone, capacity {cap}, kvattn",
@@ -188,8 +189,7 @@ def main(argv=None) -> int:
                 {k: inputs[k] for k in ("query", "past_key", "past_value", "nonpad_kv_seqlen")}, repeats),
         }
         print(f"{label} (floor {floor:.3f} ms: {valid} K/V rows at the copy bandwidth)")
-        for name, ms in results.items():
-            row(f"  {name}", ms, floor)
+        results = {name: row(f"  {name}", spread, floor) for name, spread in results.items()}
         for name, ms in results.items():
             if name != "kvattn":
                 print(f"  kvattn speed-up over {name}: {ms / results['kvattn']:.2f}x")
@@ -207,8 +207,7 @@ def main(argv=None) -> int:
         "onnxruntime": onnxruntime_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
         "stock IREE (function expansion)": stock_iree_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
     }
-    for name, ms in prefill.items():
-        row(f"  {name}", ms, floor)
+    prefill = {name: row(f"  {name}", spread, floor) for name, spread in prefill.items()}
     print(f"  kvattn speed-up over onnxruntime: {prefill['onnxruntime'] / prefill['kvattn']:.2f}x (goal >= 1.5)")
 
     if args.plot:
@@ -231,16 +230,16 @@ def plot_sweep(path: str, capacity: int, valid: int, repeats: int, rng, quick: b
         inputs = models.decode_inputs(capacity, count, rng)
         views = module.upload(inputs)
         by_length["kvattn"].append(median_ms(lambda: module.invoke(views), repeats))
-        by_length["onnxruntime"].append(onnxruntime_ms(models.decode_model(capacity), inputs, repeats))
+        by_length["onnxruntime"].append(onnxruntime_ms(models.decode_model(capacity), inputs, repeats).median)
         by_length["onnxruntime GQA (shared buffer)"].append(
-            onnxruntime_bound_ms(models.group_query_attention_model(capacity), gqa_inputs(inputs), repeats))
+            onnxruntime_bound_ms(models.group_query_attention_model(capacity), gqa_inputs(inputs), repeats).median)
     by_capacity = {name: [] for name in by_length}
     for cap in capacities:
         inputs = models.decode_inputs(cap, valid, rng)
-        by_capacity["kvattn"].append(kvattn_ms(models.decode_model(cap), inputs, repeats))
-        by_capacity["onnxruntime"].append(onnxruntime_ms(models.decode_model(cap), inputs, repeats))
+        by_capacity["kvattn"].append(kvattn_ms(models.decode_model(cap), inputs, repeats).median)
+        by_capacity["onnxruntime"].append(onnxruntime_ms(models.decode_model(cap), inputs, repeats).median)
         by_capacity["onnxruntime GQA (shared buffer)"].append(
-            onnxruntime_bound_ms(models.group_query_attention_model(cap), gqa_inputs(inputs), repeats))
+            onnxruntime_bound_ms(models.group_query_attention_model(cap), gqa_inputs(inputs), repeats).median)
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4))
     for name in by_length:
         left.plot(lengths, by_length[name], marker="o", label=name)

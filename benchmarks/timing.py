@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 import time
@@ -22,6 +23,23 @@ def samples_ms(function, repeats: int, warmup: int = 3) -> list[float]:
 def median_ms(function, repeats: int, warmup: int = 3) -> float:
     """Median milliseconds of `function()` over `repeats` calls, after `warmup` calls."""
     return statistics.median(samples_ms(function, repeats, warmup))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """Milliseconds of repeated calls: a stall (a thread waking late) shows as median or p90 far above min."""
+    min: float
+    median: float
+    p90: float
+
+    def __str__(self) -> str:
+        return f"{self.median:9.3f} ms (min {self.min:.3f}, p90 {self.p90:.3f})"
+
+
+def spread_ms(function, repeats: int, warmup: int = 3) -> Spread:
+    """min, median and 90th percentile milliseconds of `function()` over `repeats` calls."""
+    samples = sorted(samples_ms(function, repeats, warmup))
+    return Spread(samples[0], statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))])
 
 
 def machine() -> str:
