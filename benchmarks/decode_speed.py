@@ -11,6 +11,8 @@ Config: fp32, batch 1, 32 query heads, 8 KV heads, head size 128 (benchmarks.mod
                 onnxruntime GroupQueryAttention contrib op, present bound to the past buffer
                 stock IREE (ONNX function expansion) on the Attention alone: it has no TensorScatter
               at capacity 4096 with 1025 and 4000 valid tokens, and capacity 8192 with 1025
+  long        decode at capacities 4096 / 16384 / 32768 with 1025 / 4000 / 16000 / 32000 valid,
+              batch 1 and 4: kvattn, onnxruntime IO binding and GroupQueryAttention
   prefill     512 tokens causal Attention-23: kvattn, onnxruntime, stock IREE
   sweep       decode time vs valid length and vs capacity, kvattn and onnxruntime (PNG plot)
 
@@ -59,9 +61,9 @@ def matmul_gflops() -> float:
     return 2 * 2048**3 / (ms * 1e-3) / 1e9
 
 
-def decode_floor_ms(valid: int, gbps: float) -> float:
+def decode_floor_ms(valid: int, gbps: float, batch: int = 1) -> float:
     """Reading the valid K and V rows once."""
-    return 2 * models.KV_HEADS * valid * models.HEAD_SIZE * FLOAT_BYTES / (gbps * 1e9) * 1e3
+    return 2 * batch * models.KV_HEADS * valid * models.HEAD_SIZE * FLOAT_BYTES / (gbps * 1e9) * 1e3
 
 
 def prefill_floor_ms(length: int, gflops: float) -> float:
@@ -111,10 +113,11 @@ def onnxruntime_bound_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> 
 
 def gqa_inputs(inputs: dict) -> dict:
     """The decode inputs in GroupQueryAttention's layout ([B, S, H·D], int32 lengths)."""
-    packed = {name: inputs[name].transpose(0, 2, 1, 3).reshape(1, 1, -1) for name in ("query", "new_key", "new_value")}
-    valid = int(inputs["nonpad_kv_seqlen"][0])
+    batch = inputs["query"].shape[0]
+    packed = {name: inputs[name].transpose(0, 2, 1, 3).reshape(batch, 1, -1) for name in ("query", "new_key", "new_value")}
+    valid = inputs["nonpad_kv_seqlen"].astype(np.int32)
     return {**packed, "past_key": inputs["past_key"], "past_value": inputs["past_value"],
-            "seqlens_k": np.array([valid - 1], np.int32), "total_sequence_length": np.array(valid, np.int32)}
+            "seqlens_k": valid - 1, "total_sequence_length": np.array(valid.max(), np.int32)}
 
 
 def stock_iree_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
@@ -210,10 +213,33 @@ def main(argv=None) -> int:
     prefill = {name: row(f"  {name}", spread, floor) for name, spread in prefill.items()}
     print(f"  kvattn speed-up over onnxruntime: {prefill['onnxruntime'] / prefill['kvattn']:.2f}x (goal >= 1.5)")
 
+    long_context(repeats, rng, gbps, args.quick)
     if args.plot:
         plot_sweep(args.plot, capacity, valid_counts[0], repeats, rng, args.quick)
     print(f"# total {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def long_context(repeats: int, rng, gbps: float, quick: bool) -> None:
+    """Decode at the long-context capacities and valid lengths of issue #13, batch 1 and 4:
+    kvattn, onnxruntime with IO binding, and its GroupQueryAttention (the fastest peers)."""
+    capacities, valid_counts = ((256, 1024), (65, 250, 1000)) if quick else ((4096, 16384, 32768),
+                                                                            (1025, 4000, 16000, 32000))
+    print("long context: median (min, p90) ms; floor = valid K/V rows of every batch row at the copy bandwidth")
+    for batch in (1, 4):
+        for cap in capacities:
+            module = CompiledModule(compile_model(models.decode_model(cap, batch)).vmfb)
+            times = repeats if cap <= capacities[0] else max(5, repeats // 3)
+            for valid in (v for v in valid_counts if v < cap):
+                inputs = models.decode_inputs(cap, valid, rng, batch)
+                views = module.upload(inputs)
+                kvattn = spread_ms(lambda: module.invoke(views), times)
+                bound = onnxruntime_bound_ms(models.decode_model(cap, batch), inputs, times)
+                gqa = onnxruntime_bound_ms(models.group_query_attention_model(cap, batch), gqa_inputs(inputs), times)
+                floor = decode_floor_ms(valid, gbps, batch)
+                print(f"  batch {batch} capacity {cap:6d} valid {valid:6d}: kvattn {kvattn}  ORT IO binding {bound}  "
+                      f"ORT GQA {gqa}  floor {floor:.3f} ms; kvattn {gqa.median / kvattn.median:.2f}x GQA, "
+                      f"{kvattn.median / floor:.1f}x floor", flush=True)
 
 
 def plot_sweep(path: str, capacity: int, valid: int, repeats: int, rng, quick: bool) -> None:

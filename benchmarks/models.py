@@ -1,5 +1,5 @@
-"""The benchmark models (fp32, batch 1, 32 query heads, 8 KV heads, head size 128), built with
-onnx.helper, and random inputs for them."""
+"""The benchmark models (fp32, 32 query heads, 8 KV heads, head size 128, batch 1 unless given),
+built with onnx.helper, and random inputs for them."""
 
 from __future__ import annotations
 
@@ -14,23 +14,24 @@ ELEMENT = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.
            F8: TensorProto.FLOAT8E4M3FN, np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
 
 
-def decode_model(capacity: int) -> onnx.ModelProto:
+def decode_model(capacity: int, batch: int = 1) -> onnx.ModelProto:
     """Two TensorScatter cache updates + Attention-24 with nonpad_kv_seqlen, one new token."""
     # Imported here: the demo needs IREE's compiler, which the GPU run's machine lacks (it only
     # draws these inputs there).
     from kvattn.runtime.demo import decode_step_model
 
-    return decode_step_model(batch=1, q_heads=Q_HEADS, kv_heads=KV_HEADS, head_size=HEAD_SIZE, capacity=capacity)
+    return decode_step_model(batch=batch, q_heads=Q_HEADS, kv_heads=KV_HEADS, head_size=HEAD_SIZE, capacity=capacity)
 
 
-def decode_inputs(capacity: int, valid: int, rng) -> dict[str, np.ndarray]:
-    """Inputs for a step that writes token `valid - 1` and attends over `valid` tokens."""
+def decode_inputs(capacity: int, valid: int, rng, batch: int = 1) -> dict[str, np.ndarray]:
+    """Inputs for a step that writes token `valid - 1` and attends over `valid` tokens (every row)."""
     normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
     return {
-        "query": normal(1, Q_HEADS, 1, HEAD_SIZE),
-        "new_key": normal(1, KV_HEADS, 1, HEAD_SIZE), "new_value": normal(1, KV_HEADS, 1, HEAD_SIZE),
-        "past_key": normal(1, KV_HEADS, capacity, HEAD_SIZE), "past_value": normal(1, KV_HEADS, capacity, HEAD_SIZE),
-        "write_indices": np.array([valid - 1], np.int64), "nonpad_kv_seqlen": np.array([valid], np.int64),
+        "query": normal(batch, Q_HEADS, 1, HEAD_SIZE),
+        "new_key": normal(batch, KV_HEADS, 1, HEAD_SIZE), "new_value": normal(batch, KV_HEADS, 1, HEAD_SIZE),
+        "past_key": normal(batch, KV_HEADS, capacity, HEAD_SIZE),
+        "past_value": normal(batch, KV_HEADS, capacity, HEAD_SIZE),
+        "write_indices": np.full(batch, valid - 1, np.int64), "nonpad_kv_seqlen": np.full(batch, valid, np.int64),
     }
 
 
@@ -49,39 +50,39 @@ def cache_update_model(capacity: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
 
 
-def decode_attention_model(capacity: int) -> onnx.ModelProto:
+def decode_attention_model(capacity: int, batch: int = 1) -> onnx.ModelProto:
     """The decode step without its cache updates: Attention-24 over the caches with
     nonpad_kv_seqlen (what stock IREE can compile: it has no TensorScatter)."""
     tensor = helper.make_tensor_value_info
-    cache = (1, KV_HEADS, capacity, HEAD_SIZE)
+    cache = (batch, KV_HEADS, capacity, HEAD_SIZE)
     node = helper.make_node("Attention", ["query", "past_key", "past_value", "", "", "", "nonpad_kv_seqlen"],
                             ["output"], is_causal=1)
     graph = helper.make_graph(
         [node], "decode_attention",
-        [tensor("query", TensorProto.FLOAT, (1, Q_HEADS, 1, HEAD_SIZE)),
+        [tensor("query", TensorProto.FLOAT, (batch, Q_HEADS, 1, HEAD_SIZE)),
          tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
-         tensor("nonpad_kv_seqlen", TensorProto.INT64, (1,))],
-        [tensor("output", TensorProto.FLOAT, (1, Q_HEADS, 1, HEAD_SIZE))])
+         tensor("nonpad_kv_seqlen", TensorProto.INT64, (batch,))],
+        [tensor("output", TensorProto.FLOAT, (batch, Q_HEADS, 1, HEAD_SIZE))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
 
 
-def group_query_attention_model(capacity: int) -> onnx.ModelProto:
+def group_query_attention_model(capacity: int, batch: int = 1) -> onnx.ModelProto:
     """onnxruntime's GroupQueryAttention contrib op for the same decode step; with its present
     caches bound to the past buffers (IO binding) it updates them in place."""
     tensor = helper.make_tensor_value_info
-    cache = (1, KV_HEADS, capacity, HEAD_SIZE)
+    cache = (batch, KV_HEADS, capacity, HEAD_SIZE)
     node = helper.make_node(
         "GroupQueryAttention",
         ["query", "new_key", "new_value", "past_key", "past_value", "seqlens_k", "total_sequence_length"],
         ["output", "present_key", "present_value"], domain="com.microsoft", num_heads=Q_HEADS, kv_num_heads=KV_HEADS)
     graph = helper.make_graph(
         [node], "gqa_decode",
-        [tensor("query", TensorProto.FLOAT, (1, 1, Q_HEADS * HEAD_SIZE)),
-         tensor("new_key", TensorProto.FLOAT, (1, 1, KV_HEADS * HEAD_SIZE)),
-         tensor("new_value", TensorProto.FLOAT, (1, 1, KV_HEADS * HEAD_SIZE)),
+        [tensor("query", TensorProto.FLOAT, (batch, 1, Q_HEADS * HEAD_SIZE)),
+         tensor("new_key", TensorProto.FLOAT, (batch, 1, KV_HEADS * HEAD_SIZE)),
+         tensor("new_value", TensorProto.FLOAT, (batch, 1, KV_HEADS * HEAD_SIZE)),
          tensor("past_key", TensorProto.FLOAT, cache), tensor("past_value", TensorProto.FLOAT, cache),
-         tensor("seqlens_k", TensorProto.INT32, (1,)), tensor("total_sequence_length", TensorProto.INT32, ())],
-        [tensor("output", TensorProto.FLOAT, (1, 1, Q_HEADS * HEAD_SIZE)),
+         tensor("seqlens_k", TensorProto.INT32, (batch,)), tensor("total_sequence_length", TensorProto.INT32, ())],
+        [tensor("output", TensorProto.FLOAT, (batch, 1, Q_HEADS * HEAD_SIZE)),
          tensor("present_key", TensorProto.FLOAT, cache), tensor("present_value", TensorProto.FLOAT, cache)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24), helper.make_opsetid("com.microsoft", 1)])
 
