@@ -58,9 +58,13 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
                     options: LoweringOptions, valid_keys: Value | None = None) -> Value:
     """One iree_linalg_ext.attention; `score_mod` must read no tensors. With `valid_keys` (an
     index no larger than the key count, beyond which the bias masks every key) the attention
-    reads only that many keys. On llvm-cpu the op carries its per-shape tile sizes."""
+    reads only that many keys. On llvm-cpu the op carries its per-shape tile sizes. Q/K/V are
+    rounded to `matmul_element(compute, options)`; scale, mask and output stay `compute`."""
     assert score_mod is None or not score_mod.inputs
-    q, key, value = (convert(w, x, compute) for x in (o.q, o.key, o.value))
+    inputs_element = matmul_element(compute, options)
+    if inputs_element != compute:
+        w.note(f"Q·Kᵀ and P·V on {inputs_element} inputs (attention precision), softmax and sums in {compute}")
+    q, key, value = (convert(w, x, inputs_element) for x in (o.q, o.key, o.value))
     attention_bias = bias
     sizes = dict(o.sizes.size)
     if valid_keys is not None:
@@ -99,9 +103,10 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     if not options.cpu_attention_tiles:
         configs = [None]
     elif static["s"] is not None:
-        configs = [cpu_compilation_info(static, operand_roles, compute, fused_producers=o.dequantized)]
+        configs = [cpu_compilation_info(static, operand_roles, inputs_element, fused_producers=o.dequantized)]
     else:  # decode tiles for a few queries, prefill tiles for a prompt
-        configs = [cpu_compilation_info(static, operand_roles, compute, queries, o.dequantized) for queries in (1, None)]
+        configs = [cpu_compilation_info(static, operand_roles, inputs_element, queries, o.dequantized)
+                   for queries in (1, None)]
     if len(set(configs)) == 1:
         out = attention(w, configs[0])
     else:
@@ -113,6 +118,12 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     if bias is not None:
         out = zero_fully_masked_rows(w, out, o.out_roles, *bias)
     return out
+
+
+def matmul_element(compute: str, options: LoweringOptions) -> str:
+    """The element type the fused attention's Q·Kᵀ and P·V read: an f32 attention's inputs are
+    rounded to the chosen attention precision (LoweringOptions.f32_attention_inputs)."""
+    return options.f32_attention_inputs if compute == "f32" else compute
 
 
 def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | None = None,

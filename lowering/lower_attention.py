@@ -7,7 +7,8 @@ each step as the reference does (models that set softmax_precision=FLOAT stay fu
 Routes: `attention_routes`; Q/K/V and caches: `attention_operands`; the combined mask and the
 fully-masked-row guard: `attention_bias`.
 Target choices (LoweringOptions): transpose 3D inputs to [B,H,S,D] instead of absorbing their
-layout in the maps; compute fp16/bf16 attention in f32.
+layout in the maps; compute fp16/bf16 attention in f32. A user choice: round an f32 attention's
+Q/K/V to fp16/bf16 for its matmuls (--attention-precision; fused route only).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from iree.compiler import ir
 
 from kvattn.lowering.attention_bias import combined_bias, lift_huge_rows, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
-from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, unfused_attention
+from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, matmul_element, unfused_attention
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
@@ -87,7 +88,7 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
         # A dynamic key count compiles only with kvattn's own CPU tiles, which are f32-only
         # (IREE's default tiles fail to vectorize it: "'vector.mask' op expects a 'vector<16xi1>'").
         if (options.slice_keys_to_valid_length and "nonpad_kv_seqlen" in args
-                and options.cpu_attention_tiles and compute in TILED_ELEMENTS):
+                and options.cpu_attention_tiles and matmul_element(compute, options) in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], sizes.total_len)
         out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)

@@ -14,6 +14,10 @@ class LoweringOptions:
     # Compute fp16/bf16 attention in f32 (convert Q/K/V in, the result back out); the
     # decomposed attention overflows to NaN in fp16 on SPIR-V.
     attention_in_f32: bool = False
+    # The element type f32 attention's Q, K and V are rounded to for its fused Q·Kᵀ and P·V
+    # (f16/bf16: tensor cores on GPUs; scale, mask, softmax and accumulation stay f32); f32:
+    # exact. A user choice (--attention-precision), not a target default.
+    f32_attention_inputs: str = "f32"
     # Give each f32 fused attention per-shape CPU tile sizes (attention_tiles); llvm-cpu only.
     cpu_attention_tiles: bool = False
     # With nonpad_kv_seqlen, let the fused attention iterate only the first max(nonpad) keys

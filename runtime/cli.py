@@ -181,6 +181,13 @@ def _add_target_options(parser: argparse.ArgumentParser, when: str = "") -> None
         target = targets.get(name)
         group.add_argument(option, dest=f"arch_{name.replace('-', '_')}", metavar="ARCH",
                            help=f"{name} chip (default {target.default_arch})")
+    group.add_argument("--attention-precision", choices=list(targets.ATTENTION_PRECISIONS), default="ieee",
+                       help="what an f32 model's fused attention rounds Q, K, V and the probabilities to for its "
+                            "two matmuls: ieee (default) keeps f32 and is exact; fp16 or bf16 run them on the tensor "
+                            "cores of cuda and hip GPUs, with the softmax and the sums in f32 (an error of ~1e-3 "
+                            "relative; fp16 turns values beyond 65504 into inf, bf16 keeps f32's range). On llvm-cpu "
+                            "it only rounds (and is slower). Attention whose scores are materialized (qk_matmul_output, "
+                            "position-reading FlexAttention mods) stays exact")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, when: str = "") -> None:
@@ -235,7 +242,8 @@ def _compile(args) -> int:
     compiled = compiler.compile_model(args.model, args.target, _arch(args), args.dump_ir, progress=_progress(args),
                                       static_kv_cache=args.static_kv_cache, dims=_dims(args.dim),
                                       inline_weights=inline_weights,
-                                      params_out=args.params_out or parameters.beside(output))
+                                      params_out=args.params_out or parameters.beside(output),
+                                      attention_precision=args.attention_precision)
     output.write_bytes(compiled.vmfb)
     if not args.quiet:
         archive = (f" and {compiled.params} ({compiled.params.stat().st_size} bytes, "
@@ -257,9 +265,12 @@ def _run(args) -> int:
         if args.params is not None:
             raise KvattnError(f"--params is for a compiled .vmfb; '{path}' is compiled (with its archive) first")
         module = CompiledModule(compiler.compile_cached(path, args.target, _arch(args), _progress(args),
-                                                        args.static_kv_cache, _dims(args.dim), args.inline_weights))
-    elif args.dim or args.static_kv_cache is not None or args.inline_weights is not None:
-        raise KvattnError(f"--dim, --static-kv-cache and --inline-weights/--external-weights apply when compiling; "
+                                                        args.static_kv_cache, _dims(args.dim), args.inline_weights,
+                                                        args.attention_precision))
+    elif args.dim or args.static_kv_cache is not None or args.inline_weights is not None or \
+            args.attention_precision != "ieee":
+        raise KvattnError(f"--dim, --static-kv-cache, --attention-precision and --inline-weights/--external-weights "
+                          f"apply when compiling; "
                           f"'{path}' is already compiled")
     else:
         module = CompiledModule.load(path, params=args.params)
@@ -331,7 +342,7 @@ def _generate(args) -> int:
     generator = generate.Generator(args.model, cache_pairs=pairs, inputs=_read_inputs(args.input), progress=progress,
                                    target=args.target, arch=_arch(args), dims=_dims(args.dim),
                                    static_kv_cache=args.static_kv_cache, inline_weights=args.inline_weights,
-                                   params=args.params)
+                                   params=args.params, attention_precision=args.attention_precision)
     result = generator(ids, args.max_new_tokens, eos_id=args.eos_id, attention_mask=mask, pad_id=args.pad_id,
                        progress=progress)
     for row, new_ids in enumerate(result.new_ids):
@@ -381,10 +392,11 @@ def _inspect(args) -> int:
     dims = _dims(args.dim)
     if args.stage:
         text, _ = compiler.compile_to_stage(args.model, args.stage, args.target, _arch(args), args.static_kv_cache, dims,
-                                            args.inline_weights)
+                                            args.inline_weights, args.attention_precision)
         print(text)
     else:
-        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache, dims, args.inline_weights))
+        print(inspect.summary(args.model, args.target, _arch(args), args.static_kv_cache, dims, args.inline_weights,
+                              args.attention_precision))
     return 0
 
 

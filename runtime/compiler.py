@@ -55,15 +55,18 @@ class CompiledModel:
 def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
                   dump_ir: str | os.PathLike | None = None, progress: Progress | None = None,
                   static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None,
-                  inline_weights: bool | None = None, params_out: str | os.PathLike | None = None) -> CompiledModel:
+                  inline_weights: bool | None = None, params_out: str | os.PathLike | None = None,
+                  attention_precision: str = "ieee") -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) to a vmfb for `target` (and its `arch`,
     default the target's). With `dims`, those symbolic dims are bound first; with
     `static_kv_cache`, concat-style KV caches are then rewritten to that fixed capacity
     (rewrites/static_kv_cache.py). Externalized weights (see `inline_weights` above) are written
     to `params_out`, by default a new temporary .irpa file, which the result names (`params`).
+    `attention_precision` (targets.ATTENTION_PRECISIONS) rounds f32 attention's matmul inputs.
     With `dump_ir`, the IR after each kvattn stage and each IREE phase is written there."""
     say = progress or (lambda message: None)
     target_info = targets.get(target)
+    lowering = target_info.lowering_for(attention_precision)
     dump_dir = pathlib.Path(dump_ir) if dump_ir is not None else None
     if dump_dir:
         _make_dir(dump_dir, "--dump-ir")
@@ -79,7 +82,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
             (dump_dir / f"{index:02d}-{stage}.mlir").write_text(_printed(module))
 
     context = onnx_import.make_context()
-    result = pipeline.run(model, context, "input", on_stage, target_info.lowering, externalize, rewritten)
+    result = pipeline.run(model, context, "input", on_stage, lowering, externalize, rewritten)
     params, parameters = None, None
     if result.parameters:
         params = pathlib.Path(params_out) if params_out is not None else _temporary_archive()
@@ -109,16 +112,17 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
 
 def compile_to_stage(source, stage: str, target: str = "llvm-cpu", arch: str | None = None,
                      static_kv_cache: int | None = None, dims: Mapping[str, int] | None = None,
-                     inline_weights: bool | None = None) -> tuple[str, pipeline.PipelineResult]:
+                     inline_weights: bool | None = None,
+                     attention_precision: str = "ieee") -> tuple[str, pipeline.PipelineResult]:
     """The IR of the model at a kvattn stage or an IREE `--compile-to` stage, as text, with
     large constants elided (externalized weights need no archive here)."""
     if stage not in pipeline.KVATTN_STAGES and stage not in IREE_STAGES:
         raise KvattnError(f"unknown stage '{stage}'; stages: {', '.join(pipeline.KVATTN_STAGES + IREE_STAGES)}")
+    lowering = targets.get(target).lowering_for(attention_precision)
     model, _, externalize, rewritten = _prepared(source, dims, static_kv_cache, inline_weights)
     context = onnx_import.make_context()
     kvattn_stage = stage if stage in pipeline.KVATTN_STAGES else "input"
-    result = pipeline.run(model, context, kvattn_stage, options=targets.get(target).lowering, externalize=externalize,
-                          rewritten=rewritten)
+    result = pipeline.run(model, context, kvattn_stage, options=lowering, externalize=externalize, rewritten=rewritten)
     with context:
         if stage not in IREE_STAGES:
             return _printed(result.module), result
@@ -146,7 +150,8 @@ def _temporary_archive() -> pathlib.Path:
 
 def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str | None = None,
                    progress: Progress | None = None, static_kv_cache: int | None = None,
-                   dims: Mapping[str, int] | None = None, inline_weights: bool | None = None) -> pathlib.Path:
+                   dims: Mapping[str, int] | None = None, inline_weights: bool | None = None,
+                   attention_precision: str = "ieee") -> pathlib.Path:
     """The cached vmfb file for an .onnx file, compiled into the cache unless one is there for
     the same model (with its external data), options, kvattn's own code and IREE's version.
     Externalized weights are cached beside it (`<key>.irpa`): `CompiledModule.load` finds them."""
@@ -156,6 +161,7 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
     for part in (model.SerializeToString(), _external_data_digest(model, _data_dir(path)), target.encode(),
                  " ".join(targets.get(target).flags(arch)).encode(), str(static_kv_cache).encode(),
                  str(sorted((dims or {}).items())).encode(), f"externalize={externalize}".encode(),
+                 f"attention_precision={attention_precision}".encode(),
                  _kvattn_code_digest(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")
@@ -168,7 +174,8 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
         return cache_file
     _make_dir(directory, "the compile cache (KVATTN_CACHE_DIR)")
     vmfb = compile_model(path, target, arch, progress=progress, static_kv_cache=static_kv_cache, dims=dims,
-                         inline_weights=not externalize, params_out=archive).vmfb
+                         inline_weights=not externalize, params_out=archive,
+                         attention_precision=attention_precision).vmfb
     temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
     try:
         temporary.write_bytes(vmfb)

@@ -80,10 +80,11 @@ def generate(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = Non
              cache_pairs: Mapping[str, str] | None = None, inputs: Mapping[str, np.ndarray] | None = None,
              progress: Progress | None = None, target: str = "llvm-cpu", arch: str | None = None,
              dims: Mapping[str, int] | None = None, static_kv_cache: int | None = None,
-             inline_weights: bool | None = None, params: str | os.PathLike | None = None) -> np.ndarray:
+             inline_weights: bool | None = None, params: str | os.PathLike | None = None,
+             attention_precision: str = "ieee") -> np.ndarray:
     """Greedy generation: int64 [batch, prompt + new], the prompt(s) first. `model`: a
     CompiledModule, a .vmfb or an .onnx file (compiled first, cached by content and flags, with
-    `target`, `arch`, `dims`, `static_kv_cache`, `inline_weights`). `prompt_ids`: one prompt (a
+    `target`, `arch`, `dims`, `static_kv_cache`, `inline_weights`, `attention_precision`). `prompt_ids`: one prompt (a
     list of ints), several (a list of lists, left-padded), or an int array [batch, prompt] with
     its `attention_mask`. See the module docstring for what each model input gets."""
     ids, mask = prompt_arrays(prompt_ids, attention_mask, pad_id)
@@ -92,7 +93,8 @@ def generate(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = Non
         check_capacity(ids.shape[1], max_new_tokens, static_kv_cache, f"the static KV cache (--static-kv-cache "
                                                                       f"{static_kv_cache}) holds")
     generator = Generator(model, cache_pairs=cache_pairs, inputs=inputs, progress=progress, target=target, arch=arch,
-                          dims=dims, static_kv_cache=static_kv_cache, inline_weights=inline_weights, params=params)
+                          dims=dims, static_kv_cache=static_kv_cache, inline_weights=inline_weights, params=params,
+                          attention_precision=attention_precision)
     return generator(ids, max_new_tokens, eos_id=eos_id, attention_mask=mask, pad_id=pad_id, progress=progress).ids
 
 
@@ -104,8 +106,9 @@ class Generator:
                  inputs: Mapping[str, np.ndarray] | None = None, progress: Progress | None = None,
                  target: str = "llvm-cpu", arch: str | None = None, dims: Mapping[str, int] | None = None,
                  static_kv_cache: int | None = None, inline_weights: bool | None = None,
-                 params: str | os.PathLike | None = None):
-        self.module, onnx_path = _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, params)
+                 params: str | os.PathLike | None = None, attention_precision: str = "ieee"):
+        self.module, onnx_path = _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, params,
+                                       attention_precision)
         manifest = self.module.manifest
         self.specs = {spec.name: spec for spec in manifest.inputs + manifest.outputs}
         self.static = manifest.static_cache
@@ -344,13 +347,14 @@ def check_capacity(prompt_length: int, max_new_tokens: int, capacity: int, what:
                           f"cache rows (every token fed to the model), but {what} {capacity}")
 
 
-def _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, params):
+def _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, params, attention_precision):
     """(CompiledModule, the .onnx path when compiled from one)."""
-    compile_options = dims or static_kv_cache is not None or inline_weights is not None or target != "llvm-cpu" or arch
+    compile_options = (dims or static_kv_cache is not None or inline_weights is not None or target != "llvm-cpu" or arch
+                       or attention_precision != "ieee")
     if isinstance(model, CompiledModule):
         if compile_options or params is not None:
-            raise KvattnError("target, arch, dims, static_kv_cache, inline_weights and params apply when "
-                              "compiling or loading; this module is already loaded")
+            raise KvattnError("target, arch, dims, static_kv_cache, inline_weights, attention_precision and params "
+                              "apply when compiling or loading; this module is already loaded")
         return model, None
     path = pathlib.Path(model)
     if not path.is_file():
@@ -360,10 +364,12 @@ def _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, 
 
         if params is not None:
             raise KvattnError(f"--params is for a compiled .vmfb; '{path}' is compiled (with its archive) first")
-        vmfb = compiler.compile_cached(path, target, arch, progress, static_kv_cache, dims, inline_weights)
+        vmfb = compiler.compile_cached(path, target, arch, progress, static_kv_cache, dims, inline_weights,
+                                       attention_precision)
         return CompiledModule.load(vmfb), path
     if compile_options:
-        raise KvattnError(f"--dim, --static-kv-cache, --target and the weights options apply when compiling; "
+        raise KvattnError(f"--dim, --static-kv-cache, --target, --attention-precision and the weights options apply "
+                          f"when compiling; "
                           f"'{path}' is already compiled")
     return CompiledModule.load(path, params=params), None
 

@@ -19,14 +19,17 @@ def count_dispatches(flow_ir: str) -> int:
 
 
 def summary(source, target: str = "llvm-cpu", arch: str | None = None, static_kv_cache: int | None = None,
-            dims: Mapping[str, int] | None = None, inline_weights: bool | None = None) -> str:
+            dims: Mapping[str, int] | None = None, inline_weights: bool | None = None,
+            attention_precision: str = "ieee") -> str:
     """The summary `kvattn inspect` prints; its inputs and outputs are those of the model as
     compiled (bound `dims`, static caches), and where its weights go."""
-    flow_ir, result = compiler.compile_to_stage(source, "flow", target, arch, static_kv_cache, dims, inline_weights)
+    flow_ir, result = compiler.compile_to_stage(source, "flow", target, arch, static_kv_cache, dims, inline_weights,
+                                                attention_precision)
     model = result.named_model
     raised = {node.node: node for node in result.raised}
     others = result.left_for_iree
-    lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}"]
+    precision = "" if attention_precision == "ieee" else f", attention precision {attention_precision}"
+    lines = [f"entry @{result.entry}, opset {onnx_import.opset_of(model)}, target {target}{precision}"]
     lines += _describe_io(model)
     externalized = {parameter.initializer for parameter in result.parameters}
     if externalized:

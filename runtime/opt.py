@@ -2,6 +2,8 @@
 
     kvattn-opt input.mlir --passes=kvattn-raise-onnx,kvattn-lower-to-iree
     kvattn-opt input.mlir --passes=... --split-input-file   (chunks separated by `// -----`)
+    kvattn-opt input.mlir --passes=... --target=cuda --compile-to=executable-targets
+                          (then iree-compile with the target's flags, to that IREE stage)
 
 Errors are printed as `error: <message>` and make the exit code 1.
 """
@@ -17,7 +19,7 @@ from kvattn.lowering import onnx_import
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.lowering.options import LoweringOptions
 from kvattn.passes import registry
-from kvattn.runtime import targets
+from kvattn.runtime import compiler, targets
 
 SPLIT_MARKER = "// -----"
 
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", default="", help="comma-separated pass names, run in order")
     parser.add_argument("--target", default="llvm-cpu", choices=sorted(targets.TARGETS),
                         help="use this target's lowering choices (default llvm-cpu)")
+    parser.add_argument("--attention-precision", default="ieee", choices=list(targets.ATTENTION_PRECISIONS),
+                        help="as kvattn compile's --attention-precision (default ieee)")
+    parser.add_argument("--compile-to", choices=compiler.IREE_STAGES,
+                        help="continue with iree-compile, with the target's flags, to this IREE stage")
     parser.add_argument("--split-input-file", action="store_true",
                         help=f"process each chunk between '{SPLIT_MARKER}' lines separately")
     args = parser.parse_args(argv)
@@ -40,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(exc.args[0])
     text = sys.stdin.read() if args.input == "-" else open(args.input).read()
     chunks = text.split(f"\n{SPLIT_MARKER}\n") if args.split_input_file else [text]
+    target = targets.get(args.target)
     failed = False
     for index, chunk in enumerate(chunks):
         if index:
             print(SPLIT_MARKER)
         try:
-            print(run_passes(chunk, passes, targets.get(args.target).lowering))
+            text = run_passes(chunk, passes, target.lowering_for(args.attention_precision))
+            if args.compile_to:
+                text = compiler.iree_compile(text, target.flags() + [f"--compile-to={args.compile_to}"]).decode()
+            print(text)
         except (KvattnError, ir.MLIRError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed = True

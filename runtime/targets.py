@@ -16,6 +16,11 @@ _DECOMPOSE_ATTENTION = (
     "canonicalize,cse))"
 )
 
+# --attention-precision: what f32 attention rounds Q, K, V (and the probabilities) to for its
+# two matmuls; the accumulation and the softmax stay f32. ieee: no rounding (exact f32).
+# fp16/bf16 run on the tensor cores of GPUs (IREE 3.13 has no tf32 intrinsic for sm_80).
+ATTENTION_PRECISIONS = {"ieee": "f32", "fp16": "f16", "bf16": "bf16"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -29,6 +34,19 @@ class Target:
     decompose_attention: bool  # no fused attention op on this target: IREE decomposes it
     lowering: LoweringOptions  # kvattn's own lowering choices for this target
     description: str
+
+    def lowering_for(self, attention_precision: str = "ieee") -> LoweringOptions:
+        """This target's lowering choices with f32 attention's Q·Kᵀ and P·V computed at
+        `attention_precision` (ATTENTION_PRECISIONS)."""
+        if attention_precision not in ATTENTION_PRECISIONS:
+            raise KvattnError(f"unknown attention precision '{attention_precision}'; choose one of "
+                              f"{', '.join(ATTENTION_PRECISIONS)}")
+        if attention_precision == "ieee":
+            return self.lowering
+        if self.lowering.attention_in_f32:
+            raise KvattnError(f"attention precision {attention_precision}: the {self.name} target computes attention "
+                              f"in f32 (IREE decomposes it there); only 'ieee' applies")
+        return dataclasses.replace(self.lowering, f32_attention_inputs=ATTENTION_PRECISIONS[attention_precision])
 
     def flags(self, arch: str | None = None) -> list[str]:
         flags = list(self.base_flags) + [self.arch_flag.format(arch or self.default_arch)]

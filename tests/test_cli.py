@@ -93,6 +93,22 @@ def test_inspect_summary_and_stages(decode_onnx, capsys):
     assert "flow.dispatch" in capsys.readouterr().out
 
 
+def test_attention_precision_flag(tmp_path, decode_onnx, capsys):
+    """inspect names the precision per node; a vmfb is already compiled; vulkan takes only ieee."""
+    assert cli.main(["inspect", str(decode_onnx), "--target", "cuda", "--attention-precision", "bf16"]) == 0
+    summary = capsys.readouterr().out
+    assert "target cuda, attention precision bf16" in summary
+    assert "Q·Kᵀ and P·V on bf16 inputs (attention precision), softmax and sums in f32" in summary
+    vmfb = tmp_path / "decode.vmfb"
+    assert cli.main(["compile", str(decode_onnx), "-o", str(vmfb), "-q"]) == 0
+    assert cli.main(["run", str(vmfb), "--attention-precision", "fp16"]) == 1
+    assert "--attention-precision and --inline-weights/--external-weights apply when compiling" in capsys.readouterr().err
+    assert cli.main(["compile", str(decode_onnx), "-o", str(vmfb), "--target", "vulkan",
+                     "--attention-precision", "fp16"]) == 1
+    assert ("kvattn: error: attention precision fp16: the vulkan target computes attention in f32"
+            in capsys.readouterr().err)
+
+
 def test_demo_passes():
     result = _kvattn("demo")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,15 +1,18 @@
-"""The GPU run: conformance on the device and decode/prefill benchmarks against a baseline,
-from a bundle made by `benchmarks.gpu.prepare` (no IREE compiler needed here).
+"""The GPU run: conformance and the exported decoders on the device, and the decode/prefill
+benchmarks against baselines, from a bundle made by `benchmarks.gpu.prepare` (no IREE compiler
+needed here).
 
     python -m benchmarks.gpu.run_on_gpu --bundle .gpu_bundle --device cuda
 
-Baseline: onnxruntime's CUDA provider when it is installed, else PyTorch SDPA on the GPU.
-Prints one table at the end.
+Baselines on cuda: PyTorch SDPA on the GPU (decode: plus the index_copy_ cache update) and
+onnxruntime's CUDA provider with IO binding, each where the machine has it. Prints one table at
+the end; times are medians with min and p90.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import pathlib
 import sys
@@ -17,7 +20,7 @@ import sys
 import numpy as np
 
 from benchmarks import models
-from benchmarks.timing import median_ms
+from benchmarks.timing import spread_ms
 from kvattn.runtime.module import CompiledModule
 
 
@@ -27,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", help="IREE HAL driver (cuda, hip, vulkan, local-task)")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args(argv)
-    rows = _conformance(args.bundle / "cases", args.device)
+    rows = _cases(args.bundle / "cases", args.device)
     rows += _benchmarks(args.bundle / "models", args.device, args.repeats)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'what':<{width}}  result")
@@ -36,25 +39,28 @@ def main(argv=None) -> int:
     return 0 if all("FAIL" not in r[1] for r in rows) else 1
 
 
-def _conformance(folder: pathlib.Path, device: str) -> list[tuple[str, str]]:
-    counts: dict[str, list[int]] = {}
-    for vmfb in sorted(folder.glob("*.vmfb")):
-        data = _load_npz(vmfb.with_suffix(".npz"))
-        passed = counts.setdefault(str(data["op"]), [0, 0])
+def _cases(folder: pathlib.Path, device: str) -> list[tuple[str, str]]:
+    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    modules: dict[str, CompiledModule] = {}
+    for path in sorted(folder.glob("*.npz")):
+        data = _load_npz(path)
+        passed = counts[str(data["group"])]
         passed[1] += 1
         try:
-            module = CompiledModule(vmfb.read_bytes(), device)
-            inputs = [data[f"input_{i}"] for i in range(len(module.input_names))]
-            outputs = module.run(dict(zip(module.input_names, inputs)))
-            rtol, atol = data["tolerance"]
-            for i, name in enumerate(module.output_names):
-                np.testing.assert_allclose(outputs[name].astype(np.float64), data[f"output_{i}"].astype(np.float64),
-                                           rtol=rtol, atol=atol)
+            name = str(data["module"])
+            if name not in modules:
+                modules.clear()  # one module at a time: the cases of a module are next to each other
+                modules[name] = CompiledModule((folder / f"{name}.vmfb").read_bytes(), device)
+            module = modules[name]
+            outputs = module.run({key.removeprefix("in."): value for key, value in data.items() if key.startswith("in.")})
+            for i, (output, atol) in enumerate(zip(module.output_names, data["atol"], strict=True)):
+                np.testing.assert_allclose(outputs[output].astype(np.float64), data[f"out.{i}"].astype(np.float64),
+                                           rtol=float(data["rtol"]), atol=float(atol), err_msg=output)
             passed[0] += 1
         except Exception as exc:  # report every case, keep going
-            print(f"FAIL {vmfb.stem}: {str(exc).strip().splitlines()[0][:160]}", flush=True)
-    return [(f"conformance {op} on {device}", f"{p}/{n} passed" + ("" if p == n else " (FAIL)"))
-            for op, (p, n) in sorted(counts.items())]
+            print(f"FAIL {path.stem}: {' '.join(str(exc).split())[:200]}", flush=True)
+    return [(f"{group} on {device}", f"{p}/{n} passed" + ("" if p == n else " (FAIL)"))
+            for group, (p, n) in sorted(counts.items())]
 
 
 def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -66,48 +72,52 @@ def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _benchmarks(folder: pathlib.Path, device: str, repeats: int) -> list[tuple[str, str]]:
-    shapes = json.loads((folder / "shapes.json").read_text())
-    baseline_name, baseline = _baseline(device)
+    baselines = _baselines(device)
     rows = []
-    for name in ("decode", "prefill"):
-        module = CompiledModule((folder / f"{name}.vmfb").read_bytes(), device)
-        rng = np.random.default_rng(0)
-        inputs = (models.decode_inputs(shapes["capacity"], shapes["valid"], rng) if name == "decode"
-                  else models.prefill_inputs(shapes["length"], rng))
-        views = module.upload(inputs)  # device-resident inputs: time the step itself
-        kvattn_ms = median_ms(lambda: module.invoke(views), repeats)
-        label = (f"decode (capacity {shapes['capacity']}, {shapes['valid']} valid)" if name == "decode"
-                 else f"prefill {shapes['length']} causal")
-        result = f"kvattn {kvattn_ms:.3f} ms"
-        if baseline is not None:
-            baseline_ms = median_ms(baseline(name, folder / f"{name}.onnx", inputs), repeats)
-            result += f", {baseline_name} {baseline_ms:.3f} ms, speedup {baseline_ms / kvattn_ms:.2f}x"
-        rows.append((label, result))
+    for entry in json.loads((folder / "benchmarks.json").read_text()):
+        module = CompiledModule((folder / f"{entry['name']}.vmfb").read_bytes(), device)
+        for valid in entry.get("valid", [None]):
+            rng = np.random.default_rng(0)
+            if entry["kind"] == "decode":
+                inputs = models.decode_inputs(entry["capacity"], valid, rng)
+                label = f"decode capacity {entry['capacity']}, {valid} valid"
+            else:
+                inputs = {k: v.astype(entry["dtype"]) for k, v in models.prefill_inputs(entry["length"], rng).items()}
+                label = f"prefill {entry['length']} causal"
+            label += f", {entry['dtype']}" + ("" if entry["precision"] == "ieee" else f" at precision {entry['precision']}")
+            views = module.upload(inputs)  # device-resident inputs: time the step itself
+            kvattn = spread_ms(lambda: module.invoke(views), repeats)
+            result = f"kvattn {kvattn}"
+            for baseline_name, baseline in baselines:
+                other = spread_ms(baseline(entry["kind"], folder / f"{entry['name']}.onnx", inputs), repeats)
+                result += f"; {baseline_name} {other}, speedup {other.median / kvattn.median:.2f}x"
+            rows.append((label, result))
     return rows
 
 
-def _baseline(device: str):
-    """('name', factory(model name, onnx path, inputs) -> step function) for this device, or None."""
+def _baselines(device: str) -> list[tuple[str, object]]:
+    """[('name', factory(kind, onnx path, inputs) -> step function)] for this device."""
     if device != "cuda":
-        return "none", None
-    try:
-        import onnxruntime
-
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            return "onnxruntime-cuda", _onnxruntime_cuda
-    except ImportError:
-        pass
+        return []
+    found = []
     try:
         import torch
 
         if torch.cuda.is_available():
-            return "torch-sdpa", _torch_sdpa
+            found.append(("torch-sdpa", _torch_sdpa))
     except ImportError:
         pass
-    return "none", None
+    try:
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            found.append(("onnxruntime-cuda", _onnxruntime_cuda))
+    except ImportError:
+        pass
+    return found
 
 
-def _onnxruntime_cuda(name, onnx_path, inputs):
+def _onnxruntime_cuda(kind, onnx_path, inputs):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider"])
@@ -119,12 +129,12 @@ def _onnxruntime_cuda(name, onnx_path, inputs):
     return lambda: session.run_with_iobinding(binding)
 
 
-def _torch_sdpa(name, onnx_path, inputs):
+def _torch_sdpa(kind, onnx_path, inputs):
     import torch
     import torch.nn.functional as F
 
     t = {k: torch.from_numpy(v).cuda() for k, v in inputs.items()}
-    if name == "prefill":
+    if kind == "prefill":
         def step():
             F.scaled_dot_product_attention(t["query"], t["key"], t["value"], is_causal=True, enable_gqa=True)
             torch.cuda.synchronize()
