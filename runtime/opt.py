@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if index:
             print(SPLIT_MARKER)
         try:
-            text = run_passes(chunk, passes, target.lowering_for(args.attention_precision))
+            result = run_passes(chunk, passes, target.lowering_for(args.attention_precision))
             if args.compile_to:
-                text = compiler.iree_compile(text, target.flags() + [f"--compile-to={args.compile_to}"]).decode()
-            print(text)
+                result = compiler.iree_compile(result, target.flags() + [f"--compile-to={args.compile_to}"]).decode()
+            print(result)
         except (KvattnError, ir.MLIRError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed = True
