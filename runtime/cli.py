@@ -270,8 +270,7 @@ def _run(args) -> int:
     elif args.dim or args.static_kv_cache is not None or args.inline_weights is not None or \
             args.attention_precision != "ieee":
         raise KvattnError(f"--dim, --static-kv-cache, --attention-precision and --inline-weights/--external-weights "
-                          f"apply when compiling; "
-                          f"'{path}' is already compiled")
+                          f"apply when compiling; '{path}' is already compiled")
     else:
         module = CompiledModule.load(path, params=args.params)
     outputs = module.run(inputs) if args.steps is None else _run_steps(module, inputs, args.steps, _progress(args))

@@ -369,8 +369,7 @@ def _load(model, progress, target, arch, dims, static_kv_cache, inline_weights, 
         return CompiledModule.load(vmfb), path
     if compile_options:
         raise KvattnError(f"--dim, --static-kv-cache, --target, --attention-precision and the weights options apply "
-                          f"when compiling; "
-                          f"'{path}' is already compiled")
+                          f"when compiling; '{path}' is already compiled")
     return CompiledModule.load(path, params=params), None
 
 

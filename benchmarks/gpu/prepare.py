@@ -33,10 +33,9 @@ from benchmarks import low_precision, models
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime.compiler import compile_model
 from tests.conformance_cases import node_cases
-from tests.exported_fixtures import FIXTURES, stored_cases
+from tests.exported_fixtures import FIXTURES, TOLERANCE, absolute_tolerance, stored_cases
 
 OPS = ("Attention", "TensorScatter", "FlexAttention", "RotaryEmbedding", "RMSNormalization")
-FIXTURE_TOLERANCE = 1e-4  # as tests/test_exported_models.py: relative to each output's largest magnitude (>= 1)
 FULL = {"decode": {4096: (1025, 4000), 16384: (1025, 16000)}, "prefill": (512, 2048)}
 QUICK = {"decode": {256: (65, 200), 512: (65,)}, "prefill": (64,)}  # shapes for a fast dry run on a CPU
 
@@ -85,9 +84,8 @@ def _prepare_fixtures(args) -> int:
     for path in FIXTURES[:args.max_cases]:
         (args.bundle / "cases" / f"{path.stem}.vmfb").write_bytes(compile_model(path, args.target, args.arch).vmfb)
         for name, inputs, from_torch in stored_cases(path):
-            atols = [FIXTURE_TOLERANCE * max(1.0, float(np.abs(out).max(initial=0))) for out in from_torch]
             _save_case(args.bundle / "cases" / f"{path.stem}.{name}.npz", path.stem, "exported decoders",
-                       inputs, from_torch, FIXTURE_TOLERANCE, atols)
+                       inputs, from_torch, TOLERANCE, [absolute_tolerance(out) for out in from_torch])
             count += 1
     return count
 

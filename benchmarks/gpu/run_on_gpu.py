@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import pathlib
 import sys
@@ -41,17 +42,14 @@ def main(argv=None) -> int:
 
 def _cases(folder: pathlib.Path, device: str) -> list[tuple[str, str]]:
     counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    modules: dict[str, CompiledModule] = {}
+    # One module loaded at a time: the cases of a module sort next to each other.
+    load = functools.lru_cache(maxsize=1)(lambda name: CompiledModule((folder / f"{name}.vmfb").read_bytes(), device))
     for path in sorted(folder.glob("*.npz")):
         data = _load_npz(path)
         passed = counts[str(data["group"])]
         passed[1] += 1
         try:
-            name = str(data["module"])
-            if name not in modules:
-                modules.clear()  # one module at a time: the cases of a module are next to each other
-                modules[name] = CompiledModule((folder / f"{name}.vmfb").read_bytes(), device)
-            module = modules[name]
+            module = load(str(data["module"]))
             outputs = module.run({key.removeprefix("in."): value for key, value in data.items() if key.startswith("in.")})
             for i, (output, atol) in enumerate(zip(module.output_names, data["atol"], strict=True)):
                 np.testing.assert_allclose(outputs[output].astype(np.float64), data[f"out.{i}"].astype(np.float64),
