@@ -13,6 +13,7 @@ from onnx.reference import ReferenceEvaluator
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime.compiler import compile_model
 from kvattn.runtime.module import CompiledModule
+from tests.exported_fixtures import FIXTURES, stored_cases
 from tests.onnx_models import single_node_model
 
 ROUNDED = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
@@ -57,6 +58,22 @@ def test_rounds_only_the_matmul_inputs(precision):
     ieee_error = np.abs(_run(model, inputs, "ieee") - _reference(model, inputs)).max()
     assert ieee_error < 1e-5
     assert exact_error > 10 * ieee_error, "the inputs were not rounded"
+
+
+def test_exported_decoder_at_fp16_serves_every_shape():
+    """An exporter's decoder (symbolic batch/sequence/past) at fp16 precision: one vmfb runs
+    prefill with an empty past, decode and batch 2 with left padding, within 1e-3 of torch
+    (relative to each output's largest magnitude; measured ~1e-4), the caller's arrays untouched."""
+    path = next(p for p in FIXTURES if p.stem == "llama_opset24_decode")
+    module = CompiledModule(compile_model(path, "llvm-cpu", attention_precision="fp16").vmfb, "local-task")
+    for name, inputs, from_torch in stored_cases(path):
+        before = {key: value.copy() for key, value in inputs.items()}
+        got = module.run(inputs)
+        for key, value in inputs.items():
+            np.testing.assert_array_equal(value, before[key], err_msg=f"{name}: input {key} was modified")
+        for (output, value), expected in zip(got.items(), from_torch, strict=True):
+            np.testing.assert_allclose(value, expected, rtol=0, atol=1e-3 * max(1.0, float(np.abs(expected).max())),
+                                       err_msg=f"{name}: {output}")
 
 
 def test_materialized_scores_stay_exact():
