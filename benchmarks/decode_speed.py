@@ -12,8 +12,10 @@ Config: fp32, batch 1, 32 query heads, 8 KV heads, head size 128 (benchmarks.mod
                 stock IREE (ONNX function expansion) on the Attention alone: it has no TensorScatter
               at capacity 4096 with 1025 and 4000 valid tokens, and capacity 8192 with 1025
   long        decode at capacities 4096 / 16384 / 32768 with 1025 / 4000 / 16000 / 32000 valid,
-              batch 1 and 4: kvattn, onnxruntime IO binding and GroupQueryAttention
-  prefill     512 tokens causal Attention-23: kvattn, onnxruntime, stock IREE
+              batch 1 and 4: kvattn, kvattn with its fused attention op (the llvm-cpu route before
+              small scores were materialized), onnxruntime IO binding and GroupQueryAttention
+  prefill     512 and 2048 tokens causal Attention-23: kvattn, kvattn's fused attention op,
+              onnxruntime, stock IREE
   sweep       decode time vs valid length and vs capacity, kvattn and onnxruntime (PNG plot)
 
 Every time is printed as median, min and p90 in ms (a stall shows as a median or p90 far above the
@@ -74,11 +76,24 @@ def prefill_floor_ms(length: int, gflops: float) -> float:
 
 # --------------------------------------------------------------------------- runners
 
-def kvattn_ms(model: onnx.ModelProto, inputs: dict, repeats: int) -> Spread:
-    """The call on device-resident inputs; tied caches are updated in place call after call."""
-    module = CompiledModule(compile_model(model).vmfb)
+def kvattn_ms(model: onnx.ModelProto, inputs: dict, repeats: int, fused_op: bool = False) -> Spread:
+    """The call on device-resident inputs; tied caches are updated in place call after call.
+    With `fused_op`, compiled with llvm-cpu's fused attention op wherever it applies."""
+    module = CompiledModule(kvattn_compile(model, fused_op).vmfb)
     views = module.upload(inputs)
     return spread_ms(lambda: module.invoke(views), repeats)
+
+
+def kvattn_compile(model: onnx.ModelProto, fused_op: bool = False):
+    """compile_model for llvm-cpu; with `fused_op`, every attention the fused iree_linalg_ext.attention
+    can take is that op (the route before small scores were materialized: targets.fused_attention_only)."""
+    cpu = targets.TARGETS["llvm-cpu"]
+    if fused_op:
+        targets.TARGETS["llvm-cpu"] = targets.fused_attention_only(cpu)
+    try:
+        return compile_model(model)
+    finally:
+        targets.TARGETS["llvm-cpu"] = cpu
 
 
 def _ort_session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
@@ -154,7 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="write the decode sweep plot here")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
-    capacity, big_capacity, length = (256, 512, 64) if args.quick else (4096, 8192, 512)
+    capacity, big_capacity, lengths = (256, 512, (64,)) if args.quick else (4096, 8192, (512, 2048))
     valid_counts = (65, 250) if args.quick else (1025, 4000)
     rng = np.random.default_rng(0)
     started = time.perf_counter()
@@ -201,17 +216,21 @@ def main(argv=None) -> int:
           f"{decode[(big_capacity, valid_counts[0])]['kvattn'] / decode[(capacity, valid_counts[0])]['kvattn']:.2f} "
           f"(goal <= 1.15)")
 
-    prefill_inputs = models.prefill_inputs(length, rng)
-    prefill_repeats = max(3, repeats // 5)
-    floor = prefill_floor_ms(length, gflops)
-    print(f"prefill {length} causal (floor {floor:.2f} ms: causal FLOPs at the matmul rate)")
-    prefill = {
-        "kvattn": kvattn_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
-        "onnxruntime": onnxruntime_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
-        "stock IREE (function expansion)": stock_iree_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
-    }
-    prefill = {name: row(f"  {name}", spread, floor) for name, spread in prefill.items()}
-    print(f"  kvattn speed-up over onnxruntime: {prefill['onnxruntime'] / prefill['kvattn']:.2f}x (goal >= 1.5)")
+    for length in lengths:
+        prefill_inputs = models.prefill_inputs(length, rng)
+        prefill_repeats = max(3, repeats // 5)
+        floor = prefill_floor_ms(length, gflops)
+        print(f"prefill {length} causal (floor {floor:.2f} ms: causal FLOPs at the matmul rate)")
+        prefill = {
+            "kvattn": kvattn_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
+            "kvattn, fused attention op": kvattn_ms(models.prefill_model(length), prefill_inputs, prefill_repeats,
+                                                    fused_op=True),
+            "onnxruntime": onnxruntime_ms(models.prefill_model(length), prefill_inputs, prefill_repeats),
+            "stock IREE (function expansion)": stock_iree_ms(models.prefill_model(length), prefill_inputs,
+                                                             prefill_repeats),
+        }
+        prefill = {name: row(f"  {name}", spread, floor) for name, spread in prefill.items()}
+        print(f"  kvattn speed-up over onnxruntime: {prefill['onnxruntime'] / prefill['kvattn']:.2f}x (goal >= 1.5)")
 
     long_context(repeats, rng, gbps, args.quick)
     if args.plot:
@@ -228,16 +247,20 @@ def long_context(repeats: int, rng, gbps: float, quick: bool) -> None:
     print("long context: median (min, p90) ms; floor = valid K/V rows of every batch row at the copy bandwidth")
     for batch in (1, 4):
         for cap in capacities:
-            module = CompiledModule(compile_model(models.decode_model(cap, batch)).vmfb)
+            module, fused = (CompiledModule(kvattn_compile(models.decode_model(cap, batch), op).vmfb)
+                             for op in (False, True))
             times = repeats if cap <= capacities[0] else max(5, repeats // 3)
             for valid in (v for v in valid_counts if v < cap):
                 inputs = models.decode_inputs(cap, valid, rng, batch)
                 views = module.upload(inputs)
                 kvattn = spread_ms(lambda: module.invoke(views), times)
+                fused_views = fused.upload(inputs)
+                fused_op = spread_ms(lambda: fused.invoke(fused_views), times)
                 bound = onnxruntime_bound_ms(models.decode_model(cap, batch), inputs, times)
                 gqa = onnxruntime_bound_ms(models.group_query_attention_model(cap, batch), gqa_inputs(inputs), times)
                 floor = decode_floor_ms(valid, gbps, batch)
-                print(f"  batch {batch} capacity {cap:6d} valid {valid:6d}: kvattn {kvattn}  ORT IO binding {bound}  "
+                print(f"  batch {batch} capacity {cap:6d} valid {valid:6d}: kvattn {kvattn}  kvattn fused op {fused_op}  "
+                      f"ORT IO binding {bound}  "
                       f"ORT GQA {gqa}  floor {floor:.3f} ms; kvattn {gqa.median / kvattn.median:.2f}x GQA, "
                       f"{kvattn.median / floor:.1f}x floor", flush=True)
 

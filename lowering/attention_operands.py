@@ -10,6 +10,8 @@ comes with the roles of its dims, so indexing maps can absorb layouts instead of
 
 from __future__ import annotations
 
+import copy
+
 from kvattn.lowering.mlir_text import Dim, FunctionWriter, Value
 from kvattn.lowering.rule_context import RuleContext
 
@@ -51,6 +53,12 @@ class AttentionSizes:
         self.group = self.q_heads // self.kv_heads
         self.size: dict[str, Dim] = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
                                      "l": self.total_len, "d": self.head_q, "e": self.head_v}
+
+    def with_key_count(self, keys: Dim) -> "AttentionSizes":
+        """These sizes with the attention reading only the first `keys` keys."""
+        sliced = copy.copy(self)
+        sliced.size = {**self.size, "l": keys}
+        return sliced
 
 
 def query_in_roles(ctx: RuleContext, sizes: AttentionSizes) -> tuple[Value, tuple[str, ...]]:

@@ -21,7 +21,7 @@ from iree.compiler import ir
 
 from kvattn.lowering.attention_bias import combined_bias, lift_huge_rows, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
-from kvattn.lowering.attention_routes import Mod, Operands, fused_attention, matmul_element, unfused_attention
+from kvattn.lowering.attention_routes import Mod, Operands, attention, matmul_element, unfused_attention
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
@@ -79,7 +79,6 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
             qk = computed[("scores", "scores", "logits", "probabilities")[op.attr("qk_matmul_output_mode")]]
             results["qk_matmul_output"] = w.collapse_shape(convert(w, qk, element), [[0], [1, 2], [3], [4]])
     else:
-        w.note("fused: one iree_linalg_ext.attention")
         compute = "f32" if options.attention_in_f32 else element
         bias = combined_bias(ctx, sizes, compute)
         if "attn_mask" in args and args["attn_mask"].element != "i1":
@@ -91,7 +90,7 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
                 and options.cpu_attention_tiles and matmul_element(compute, options) in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], sizes.total_len)
-        out = fused_attention(w, operands, bias, compute, softcap, options, valid_keys)
+        out = attention(w, operands, bias, compute, softcap, options, valid_keys)
     out = convert(w, out, element)
     onnx_roles = ("b", "s", "h", "g", "e") if sizes.rank3 else ("b", "h", "g", "s", "e")
     out, _ = transpose_to(w, out, out_roles, onnx_roles)

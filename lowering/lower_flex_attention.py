@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles
-from kvattn.lowering.attention_routes import Operands, fused_attention, unfused_attention
+from kvattn.lowering.attention_routes import Operands, attention, unfused_attention
 from kvattn.lowering.flex_mods import ModProgram
 from kvattn.lowering.mlir_text import Value, known
 from kvattn.lowering.rule_context import RuleContext
@@ -37,10 +37,11 @@ def lower_flex_attention(ctx: RuleContext) -> dict[str, Value]:
                 for name in ("score_mod", "prob_mod") if (block := op.region(name)) is not None}
     score_program, prob_program = programs.get("score_mod"), programs.get("prob_mod")
     if prob_program is None and (score_program is None or score_program.position_free):
-        w.note("fused: one iree_linalg_ext.attention" + (" with score_mod in its region" if score_program else ""))
+        if score_program:
+            w.note("score_mod reads only the score: in the fused op's region, or on the materialized scores")
         compute = "f32" if options.attention_in_f32 else element
         score_mod = score_program.mod(w, sizes) if score_program else None
-        out = fused_attention(w, operands, None, compute, score_mod, options)
+        out = attention(w, operands, None, compute, score_mod, options)
     else:
         w.note("unfused: " + ("prob_mod needs the probabilities materialized" if prob_program
                               else "score_mod reads positions"))

@@ -20,6 +20,11 @@ class LoweringOptions:
     f32_attention_inputs: str = "f32"
     # Give each f32 fused attention per-shape CPU tile sizes (attention_tiles); llvm-cpu only.
     cpu_attention_tiles: bool = False
+    # Lower an attention whose scores are small (a few queries per KV head, or at most
+    # attention_routes.SCORE_BUDGET scores) as explicit ops with the scores materialized (the
+    # unfused route), chosen at run time when the sizes are dynamic: measured faster than the
+    # fused op on llvm-cpu (attention_routes.attention).
+    materialize_small_scores: bool = False
     # With nonpad_kv_seqlen, let the fused attention iterate only the first max(nonpad) keys
     # (a dynamic slice of K/V and the mask) so its cost follows the valid length, not the
     # cache capacity (f32 attention, which gets CPU tiles). Verified on llvm-cpu; the GPU

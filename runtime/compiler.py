@@ -153,7 +153,8 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
                    dims: Mapping[str, int] | None = None, inline_weights: bool | None = None,
                    attention_precision: str = "ieee") -> pathlib.Path:
     """The cached vmfb file for an .onnx file, compiled into the cache unless one is there for
-    the same model (with its external data), options, kvattn's own code and IREE's version.
+    the same model (with its external data), options (the target's lowering choices among them),
+    kvattn's own code and IREE's version.
     Externalized weights are cached beside it (`<key>.irpa`): `CompiledModule.load` finds them."""
     model = onnx_import.load_model(path)
     externalize = onnx_params.externalize(model, inline_weights)
@@ -161,7 +162,7 @@ def compile_cached(path: str | os.PathLike, target: str = "llvm-cpu", arch: str 
     for part in (model.SerializeToString(), _external_data_digest(model, _data_dir(path)), target.encode(),
                  " ".join(targets.get(target).flags(arch)).encode(), str(static_kv_cache).encode(),
                  str(sorted((dims or {}).items())).encode(), f"externalize={externalize}".encode(),
-                 f"attention_precision={attention_precision}".encode(),
+                 repr(targets.get(target).lowering_for(attention_precision)).encode(),
                  _kvattn_code_digest(), iree_version.VERSION.encode()):
         key.update(part)
         key.update(b"\0")

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use this target's lowering choices (default llvm-cpu)")
     parser.add_argument("--attention-precision", default="ieee", choices=list(targets.ATTENTION_PRECISIONS),
                         help="as kvattn compile's --attention-precision (default ieee)")
+    parser.add_argument("--fused-attention", action="store_true",
+                        help="lower every attention the fused iree_linalg_ext.attention can take as that op, "
+                             "also where llvm-cpu would materialize small scores (to test the fused op's tiles)")
     parser.add_argument("--compile-to", choices=compiler.IREE_STAGES,
                         help="continue with iree-compile, with the target's flags, to this IREE stage")
     parser.add_argument("--split-input-file", action="store_true",
@@ -47,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     text = sys.stdin.read() if args.input == "-" else open(args.input).read()
     chunks = text.split(f"\n{SPLIT_MARKER}\n") if args.split_input_file else [text]
     target = targets.get(args.target)
+    if args.fused_attention:
+        target = targets.fused_attention_only(target)
+    try:
+        options = target.lowering_for(args.attention_precision)
+    except KvattnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     failed = False
     for index, chunk in enumerate(chunks):
         if index:
             print(SPLIT_MARKER)
         try:
-            result = run_passes(chunk, passes, target.lowering_for(args.attention_precision))
+            result = run_passes(chunk, passes, options)
             if args.compile_to:
                 result = compiler.iree_compile(result, target.flags() + [f"--compile-to={args.compile_to}"]).decode()
             print(result)

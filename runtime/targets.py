@@ -65,7 +65,8 @@ TARGETS: dict[str, Target] = {
                            "--iree-llvmcpu-fail-on-large-vector=false"),
                arch_flag="--iree-llvmcpu-target-cpu={}", default_arch="host",
                executable_format="embedded-elf", decompose_attention=False,
-               lowering=LoweringOptions(cpu_attention_tiles=True, slice_keys_to_valid_length=True),
+               lowering=LoweringOptions(cpu_attention_tiles=True, slice_keys_to_valid_length=True,
+                                        materialize_small_scores=True),
                description="CPUs through LLVM"),
         Target("vulkan", driver="vulkan", onnx_device="VULKAN",
                base_flags=("--iree-hal-target-device=vulkan",),
@@ -86,6 +87,13 @@ TARGETS: dict[str, Target] = {
                description="AMD GPUs"),
     )
 }
+
+
+def fused_attention_only(target: Target) -> Target:
+    """`target` lowering every attention the fused iree_linalg_ext.attention can take as that op,
+    also where it would materialize small scores (kvattn-opt --fused-attention; the tests and
+    benchmarks of the fused op's CPU tiles)."""
+    return dataclasses.replace(target, lowering=dataclasses.replace(target.lowering, materialize_small_scores=False))
 
 
 def get(name: str) -> Target:

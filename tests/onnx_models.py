@@ -9,11 +9,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from kvattn.runtime import backend, demo
+from kvattn.runtime import backend, demo, targets
 
 _ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
             np.dtype(ml_dtypes.bfloat16): TensorProto.BFLOAT16,
             np.dtype(np.int64): TensorProto.INT64, np.dtype(bool): TensorProto.BOOL}
+
+
+def fuse_cpu_attention(monkeypatch) -> None:
+    """For the rest of the test, llvm-cpu lowers every attention it can as the fused
+    iree_linalg_ext.attention with its CPU tiles, never materializing small scores: test shapes
+    are small, and would otherwise all take the materialized route (attention_routes.attention)."""
+    monkeypatch.setitem(targets.TARGETS, "llvm-cpu", targets.fused_attention_only(targets.get("llvm-cpu")))
 
 
 def single_node_model(op_type: str, inputs: dict[str, np.ndarray], input_names: list[str],

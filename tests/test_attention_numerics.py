@@ -8,10 +8,11 @@ import dataclasses
 
 import ml_dtypes
 import numpy as np
+import onnx
 import pytest
 
 from kvattn.runtime import inspect
-from tests.onnx_models import compare_with_reference, single_node_model
+from tests.onnx_models import compare_with_reference, fuse_cpu_attention, single_node_model
 
 
 @dataclasses.dataclass
@@ -137,8 +138,13 @@ def attention_model(config: Config, inputs: dict, names: list[str]):
     return single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names, **attrs)
 
 
+@pytest.mark.parametrize("route", ["auto", "fused"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_attention_matches_reference(name):
+def test_attention_matches_reference(name, route, monkeypatch):
+    """Each config by the route llvm-cpu picks for it (mostly materialized scores at these
+    sizes), and with the fused op forced wherever it applies."""
+    if route == "fused":
+        fuse_cpu_attention(monkeypatch)
     config = CONFIGS[name]
     inputs, names = _inputs(config, np.random.default_rng(sorted(CONFIGS).index(name)))
     model = attention_model(config, inputs, names)
@@ -156,13 +162,22 @@ def test_attention_matches_reference(name):
 @pytest.mark.parametrize("dtype, softmax_precision, route", [
     (np.float16, None, "unfused: f16 attention, each step rounded to f16 where the ONNX reference rounds"),
     (ml_dtypes.bfloat16, 16, "unfused: bf16 attention, each step rounded to bf16 where the ONNX reference rounds"),
-    (ml_dtypes.bfloat16, 1, "fused: one iree_linalg_ext.attention"),
-    (np.float32, None, "fused: one iree_linalg_ext.attention"),
+    (ml_dtypes.bfloat16, 1, "unfused: small scores, materialized in f32"),
+    (np.float32, None, "unfused: small scores, materialized in f32"),
 ])
 def test_low_precision_route_follows_softmax_precision(dtype, softmax_precision, route):
+    assert f"route: {route}" in inspect.summary(_route_model(dtype, softmax_precision))
+
+
+@pytest.mark.parametrize("dtype, softmax_precision", [(ml_dtypes.bfloat16, 1), (np.float32, None)])
+def test_fused_cpu_route_when_asked(dtype, softmax_precision, monkeypatch):
+    fuse_cpu_attention(monkeypatch)
+    assert "route: fused: one iree_linalg_ext.attention" in inspect.summary(_route_model(dtype, softmax_precision))
+
+
+def _route_model(dtype, softmax_precision) -> onnx.ModelProto:
     config = Config(dtype=dtype, attrs={} if softmax_precision is None else {"softmax_precision": softmax_precision})
     inputs, names = _inputs(config, np.random.default_rng(0))
     outputs, output_names = _outputs(config)
-    model = single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names,
-                              **config.attrs)
-    assert f"route: {route}" in inspect.summary(model)
+    return single_node_model("Attention", inputs, names, outputs, config.opset, output_names=output_names,
+                             **config.attrs)

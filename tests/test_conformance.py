@@ -16,6 +16,7 @@ from kvattn.passes import pipeline
 from kvattn.runtime import backend, targets
 from kvattn.runtime.compiler import iree_compile
 from tests.conformance_cases import node_cases
+from tests.onnx_models import fuse_cpu_attention
 
 # IREE 3.13 emulates fp16 on vp_android_baseline_2022 (32-bit storage only) and gets it wrong:
 # a plain fp16 Add is off by 2.4 on lavapipe. Targets with 16-bit storage miscompute softmax there.
@@ -27,6 +28,10 @@ VULKAN_GAPS = {name: VULKAN_FP16 for name in (
 VULKAN_GAPS["test_flexattention_double"] = (
     "vp_android_baseline_2022 has no f64: IREE demotes it to f32 inside and the f64 result buffer mismatches")
 RUN_TARGETS = ("llvm-cpu", "vulkan")
+# llvm-cpu with every attention on the fused op and its CPU tiles (tests.onnx_models.fuse_cpu_attention):
+# the conformance shapes are small enough that llvm-cpu otherwise materializes all their scores.
+FUSED_CPU = "llvm-cpu-fused"
+ATTENTION_TARGETS = RUN_TARGETS + (FUSED_CPU,)
 OPS = ("TensorScatter", "Attention", "FlexAttention", "RotaryEmbedding", "RMSNormalization")
 # Compiled, not run (no GPU here), both in one iree-compile: its multi-backend device (one
 # --iree-hal-target-backends per backend) carries the executables of each.
@@ -57,7 +62,10 @@ def _as_comparable(array) -> np.ndarray:
     return array.astype(np.float64) if array.dtype.kind == "V" or array.dtype.name == "bfloat16" else array
 
 
-def _check_run(target_name: str, case) -> None:
+def _check_run(target_name: str, case, monkeypatch=None) -> None:
+    if target_name == FUSED_CPU:
+        fuse_cpu_attention(monkeypatch)
+        target_name = "llvm-cpu"
     missing = _device_or_reason(target_name)
     if missing:
         assert not os.environ.get("CI"), f"CI must provide a {target_name} device: {missing}"
@@ -92,14 +100,14 @@ def test_tensor_scatter_conformance(target, case):
     _check_run(target, case)
 
 
-@pytest.mark.parametrize("target, case", _params("Attention", RUN_TARGETS))
-def test_attention_conformance(target, case):
-    _check_run(target, case)
+@pytest.mark.parametrize("target, case", _params("Attention", ATTENTION_TARGETS))
+def test_attention_conformance(target, case, monkeypatch):
+    _check_run(target, case, monkeypatch)
 
 
-@pytest.mark.parametrize("target, case", _params("FlexAttention", RUN_TARGETS))
-def test_flex_attention_conformance(target, case):
-    _check_run(target, case)
+@pytest.mark.parametrize("target, case", _params("FlexAttention", ATTENTION_TARGETS))
+def test_flex_attention_conformance(target, case, monkeypatch):
+    _check_run(target, case, monkeypatch)
 
 
 @pytest.mark.parametrize("target, case", _params("RotaryEmbedding", RUN_TARGETS))

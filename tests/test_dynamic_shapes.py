@@ -52,9 +52,11 @@ def _mask_for(shape, batch, queries, keys):
 # (base config, then shapes as (batch, queries, keys, past, nonpad)); the mask keeps its form.
 ATTENTION = {
     "gqa_causal_past": (Config(q_heads=8, kv_heads=2, past=5, attrs={"is_causal": 1}, opset=23),
-                        [(1, 3, 5, 5, None), (2, 1, 1, 7, None), (1, 4, 4, 0, None)]),
+                        [(1, 3, 5, 5, None), (2, 1, 1, 7, None), (1, 4, 4, 0, None),
+                         (1, 1000, 1000, 2000, None)]),  # 24M scores: llvm-cpu's fused-op branch
     "mqa_bool_mask_head_broadcast": (Config(batch=2, q_heads=6, kv_heads=1, mask=((2, 1, 3, 5), "bool")),
-                                     [(2, 3, 5, 0, None), (1, 1, 9, 0, None), (3, 6, 6, 0, None)]),
+                                     [(2, 3, 5, 0, None), (1, 1, 9, 0, None), (3, 6, 6, 0, None),
+                                      (1, 1200, 1200, 0, None)]),  # 8.6M scores: the fused-op branch
     "gqa_3d_float_head_mask_past": (Config(batch=2, q_heads=6, kv_heads=3, past=2, rank=3,
                                            mask=((6, 3, 7), "float"), opset=23),
                                     [(2, 3, 5, 2, None), (1, 1, 1, 6, None), (2, 2, 2, 0, None)]),

@@ -1,4 +1,4 @@
-// RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --split-input-file | filecheck %s
+// RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --fused-attention --split-input-file | filecheck %s
 
 // GQA (8 query heads over 2 KV heads): Q is expanded to [B, Hkv, G, S, D] and the maps read
 // K/V once per KV head (no repeat). Causal without cache: key j allowed iff j <= i. A tiled

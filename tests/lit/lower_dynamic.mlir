@@ -1,4 +1,4 @@
-// RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --split-input-file | filecheck %s
+// RUN: kvattn-opt %s --passes=kvattn-verify,kvattn-lower-to-iree --fused-attention --split-input-file | filecheck %s
 
 // Batch, query length, past length and mask dims all dynamic (as torch.onnx exports a decoder):
 // each size is one tensor.dim, bound once (Q's batch is the batch); the other operands' sizes
