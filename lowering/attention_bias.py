@@ -24,6 +24,9 @@ from kvattn.lowering.attention_operands import AttentionSizes, float_cast
 from kvattn.lowering.mlir_text import Dim, FunctionWriter, Value
 from kvattn.lowering.rule_context import RuleContext
 
+# Marks the max(nonpad_kv_seqlen) reduction whose value the host reads to size the key slice.
+VALID_LENGTH_ATTR = "kvattn.valid_length"
+
 
 def combined_bias(ctx: RuleContext, sizes: AttentionSizes, element: str):
     """The combined additive mask and the roles it is indexed by, or None when nothing masks."""
@@ -83,10 +86,11 @@ def combined_bias(ctx: RuleContext, sizes: AttentionSizes, element: str):
 
 def longest_valid_length(w: FunctionWriter, nonpad: Value, total_len: Dim) -> Value:
     """max(nonpad_kv_seqlen) clamped to [1, total_len], as an index: keys past it are masked for
-    every row (at least one key is kept so the attention never has an empty reduction)."""
+    every row (at least one key is kept so the attention never has an empty reduction). The
+    reduction carries VALID_LENGTH_ATTR (passes/hoist_valid_lengths.py moves it early)."""
     lowest = w.fill(w.constant(0, "i64"), [])
     longest = w.generic(["b"], [(nonpad, ["b"])], lowest, lambda b, block: b.binary("maxsi", block[0], block[1]),
-                        reduction_dims=("b",))
+                        reduction_dims=("b",), marker=VALID_LENGTH_ATTR)
     length = w.extract(longest, [])
     length = w.binary("maxsi", w.binary("minsi", length, w.scalar(total_len, "i64")), w.constant(1, "i64"))
     return w.cast("index_cast", length, "index")

@@ -6,7 +6,7 @@
   raised    kvattn-raise-onnx, kvattn-fuse-qdq, kvattn-verify, kvattn-cache-lifetime
             (kvattn ops on builtin tensors; KV-cache arguments tied to their results)
   lowered   kvattn-lower-to-iree                       (iree_linalg_ext / linalg / tensor)
-  input     iree-torch-to-input                        (IREE input: util.func on buffer views)
+  input     iree-torch-to-input, kvattn-hoist-valid-lengths  (IREE input: util.func on buffer views)
 
 iree-compile then takes `input` to the stages named by `--compile-to` and to the vmfb.
 """
@@ -28,7 +28,7 @@ KVATTN_STAGES = ("imported", "raised", "lowered", "input")
 STAGE_PASSES = {
     "raised": ("kvattn-raise-onnx", "kvattn-fuse-qdq", "kvattn-verify", "kvattn-cache-lifetime"),
     "lowered": ("kvattn-lower-to-iree",),
-    "input": ("iree-torch-to-input",),
+    "input": ("iree-torch-to-input", "kvattn-hoist-valid-lengths"),
 }
 
 

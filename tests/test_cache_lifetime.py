@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from kvattn.lowering.diagnostics import KvattnError
+from kvattn.passes import pipeline
 from kvattn.runtime import cli, demo
 from kvattn.runtime.compiler import compile_model, compile_to_stage
 from kvattn.runtime.module import CompiledModule
@@ -45,12 +46,23 @@ def test_aliased_module_copies_no_cache():
     stream, _ = compile_to_stage(demo.decode_step_model(), "stream")
     entry = stream[stream.index("@decode_step$async("):]
     copies = [line for line in entry.splitlines() if "stream.cmd.copy" in line]
-    # The only copies are readbacks: the i1 of the write_indices range check (1 byte; one for
-    # both scatters, which share their write_indices) and max(nonpad_kv_seqlen) (8 bytes), which
-    # sizes the attention's key slice.
-    assert sorted(line.split("-> ")[1].split(" loc")[0] for line in copies) == [
-        "!stream.resource<staging>{%c1}", "!stream.resource<staging>{%c8}"], copies
+    # The only copies are readbacks into one staging buffer: the i1 of the write_indices range
+    # check (1 byte; one for both scatters, which share their write_indices) and
+    # max(nonpad_kv_seqlen) (8 bytes), which sizes the attention's key slice.
+    assert all("-> !stream.resource<staging>" in line for line in copies), copies
+    assert sorted(line.split(" : ")[0].split(", ")[-1] for line in copies) == ["%c1", "%c8"], copies
     assert entry.count(" rw %") == 2  # each scatter reads and writes its cache argument, nothing else
+
+
+@pytest.mark.parametrize("hoisted, waits", [(True, 1), (False, 2)])
+def test_decode_step_waits_for_the_device_once(hoisted, waits, monkeypatch):
+    """Both readbacks (the range check, max(nonpad_kv_seqlen)) come from one execution and one
+    wait (kvattn-hoist-valid-lengths); without the pass the call waits twice."""
+    if not hoisted:
+        monkeypatch.setitem(pipeline.STAGE_PASSES, "input", ("iree-torch-to-input",))
+    stream, _ = compile_to_stage(demo.decode_step_model(), "stream")
+    entry = stream[stream.index("@decode_step$async("):stream.index("util.func public @decode_step(")]
+    assert entry.count("stream.timepoint.await") == waits
 
 
 def test_functional_run_leaves_caller_arrays_alone_even_when_aliased(decode_module):
