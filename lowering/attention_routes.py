@@ -20,8 +20,10 @@ scf.if) when the sizes are dynamic. Measured with IREE 3.13 on a 2-core EPYC (32
 128, fp32): decode over 1025 / 4000 / 16000 keys 0.68 / 3.34 / 14.6 ms fused vs 0.44 / 1.31 /
 9.7 ms unfused (IREE streams the two matvec-like contractions near the copy rate); prefill 128 /
 512 / 1024 / 2048: fused 2.6 / 45 / 164 / 704 ms, unfused 1.1 / 27 / 172 / 883 ms.
-The fused op stays for reduced-precision matmul inputs (--attention-precision) and fused
-dequantization (they must meet the op in one dispatch).
+The fused op stays for reduced-precision matmul inputs (--attention-precision). Quantized K and
+V (fused Q/DQ) arrive as stored, with their Dequantization: the fused op dequantizes them next
+to it (IREE fuses that into its dispatch), the unfused route inside its two contractions, so a
+quantized cache is read at its own width and never copied to float.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, fl
 from kvattn.lowering.attention_tiles import FEW_QUERIES, cpu_compilation_info
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known, tensor_type
 from kvattn.lowering.options import LoweringOptions
+from kvattn.lowering.quantization import Dequantization, dequantize_in_roles, to_float
 
 LOG2E = 1.0 / math.log(2.0)
 SCORE_ROLES = ("b", "h", "g", "s", "l")
@@ -63,6 +66,16 @@ class Operands:
     scale: float
     sizes: AttentionSizes
     dequantized: bool = False  # Q, K or V come from a fused dequantization (it joins the attention's dispatch)
+    # K and V as stored (e.g. int8) and how they dequantize, or None: already float.
+    key_dequantization: Dequantization | None = None
+    value_dequantization: Dequantization | None = None
+
+    def float_keys_and_values(self, w: FunctionWriter) -> "Operands":
+        """These operands with K and V dequantized by separate elementwise ops."""
+        return dataclasses.replace(
+            self, key=dequantize_in_roles(w, self.key, self.key_roles, self.key_dequantization),
+            value=dequantize_in_roles(w, self.value, self.value_roles, self.value_dequantization),
+            key_dequantization=None, value_dequantization=None)
 
 
 SCORE_BUDGET = 8 * 2**20  # scores the CPU materializes at most (32 MiB of f32: prefill 512 at 32 heads)
@@ -80,7 +93,7 @@ def attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod
                                 sizes=o.sizes.with_key_count(valid_keys))
         bias = (w.leading_slice(bias[0], bias[1].index("l"), valid_keys), bias[1])
     fused = "fused: one iree_linalg_ext.attention"
-    if not (options.materialize_small_scores and matmul_element(compute, options) == compute and not o.dequantized):
+    if not (options.materialize_small_scores and matmul_element(compute, options) == compute):
         w.note(fused)
         return fused_attention(w, o, bias, compute, score_mod, options)
 
@@ -124,6 +137,7 @@ def fused_attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mo
     at least FEW_QUERIES gets the prefill tiles alone). Q/K/V are rounded to
     `matmul_element(compute, options)`; scale, mask and output stay `compute`."""
     assert score_mod is None or not score_mod.inputs
+    o = o.float_keys_and_values(w)
     inputs_element = matmul_element(compute, options)
     if inputs_element != compute:
         w.note(f"Q·Kᵀ and P·V on {inputs_element} inputs (attention precision), softmax and sums in {compute}")
@@ -198,17 +212,21 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     one element at a time; fp16: accumulated in f32 and rounded once, as numpy's float16 sum
     does), the division."""
     score_sizes = [o.sizes.size[r] for r in SCORE_ROLES]
+    if input_precision != "f32":
+        o = o.float_keys_and_values(w)
     q, key, scale = o.q, o.key, o.scale
     if input_precision != "f32":
         q, key = (_times_root_of(w, x, scale, input_precision) for x in (o.q, o.key))
         scale = 1.0
 
     def multiply_add(b: FunctionWriter, block: list[Value]) -> Value:
-        product = b.binary("mulf", float_cast(b, block[0], "f32"), float_cast(b, block[1], "f32"))
+        product = b.binary("mulf", _as_f32(b, block[0]), _as_f32(b, block[1]))
         return b.binary("addf", block[2], product)
 
     dot = w.generic(SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)],
                     w.fill(w.constant(0.0, "f32"), score_sizes), multiply_add, reduction_dims=("d",))
+    if o.key_dequantization:
+        dot = _dequantized_sums(w, dot, SCORE_ROLES, o.key_dequantization, (q, o.q_roles), "d")
     scores = _elementwise(w, dot, score_mod, scale=scale, rounding=input_precision,
                           stored=input_precision if score_mod is None else "f32")
 
@@ -230,12 +248,44 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
 
     def weighted_add(b: FunctionWriter, block: list[Value]) -> Value:
         weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
-        return b.binary("addf", block[2], b.binary("mulf", weight, float_cast(b, block[1], "f32")))
+        return b.binary("addf", block[2], b.binary("mulf", weight, _as_f32(b, block[1])))
 
     output = w.generic(o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
                        w.fill(w.constant(0.0, "f32"), [o.sizes.size[r] for r in o.out_roles]), weighted_add,
                        reduction_dims=("l",))
+    if o.value_dequantization:
+        output = _dequantized_sums(w, output, o.out_roles, o.value_dequantization, (probabilities, SCORE_ROLES), "l")
     return {"Y": output, "scores": scores, "logits": logits, "probabilities": probabilities}
+
+
+def _as_f32(b: FunctionWriter, value: Value) -> Value:
+    """A float, or a stored quantized element (its integer or float8 value), as f32."""
+    return float_cast(b, value, "f32") if value.type in ("f16", "bf16", "f32", "f64") else to_float(b, value, "f32")
+
+
+def _dequantized_sums(w: FunctionWriter, sums: Value, roles, dequantization: Dequantization,
+                      weights: tuple[Value, Sequence[str]], reduced: str) -> Value:
+    """From sums = Σ w·x over `reduced` (x as stored, e.g. int8) to Σ w·(x − z)·s = s·(sums − z·Σ w):
+    a quantized K or V dequantized outside its contraction (s and z are per tensor or per KV
+    head, constant along the reduced dim), so the contraction stays a plain mul-add that IREE
+    codegens as a matmul, reading x at its own width."""
+    inputs = [(sums, roles)] + dequantization.inputs(roles)
+    if dequantization.zero_point is not None:
+        weight, weight_roles = weights
+        sum_roles = [r for r in weight_roles if r != reduced]
+        lowest = w.fill(w.constant(0.0, "f32"), [w.dim(weight, weight_roles.index(r)) for r in sum_roles])
+        total = w.generic(weight_roles, [weights], lowest,
+                          lambda b, block: b.binary("addf", block[1], float_cast(b, block[0], "f32")),
+                          reduction_dims=(reduced,))
+        inputs.append((total, sum_roles))
+
+    def body(b: FunctionWriter, block: list[Value]) -> Value:
+        value = block[0]
+        if dequantization.zero_point is not None:
+            value = b.binary("subf", value, b.binary("mulf", to_float(b, block[2], "f32"), block[3]))
+        return b.binary("mulf", value, float_cast(b, block[1], "f32"))
+
+    return w.generic(roles, inputs, w.empty_like(sums), body)
 
 
 def round_to(b: FunctionWriter, x: Value, precision: str) -> Value:

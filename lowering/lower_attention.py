@@ -26,7 +26,7 @@ from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
 from kvattn.lowering.mlir_text import FunctionWriter, Value
-from kvattn.lowering.quantization import dequantize, quantize
+from kvattn.lowering.quantization import Dequantization, dequantize, quantize
 from kvattn.lowering.rule_context import RuleContext
 
 
@@ -38,7 +38,7 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     tiled = fused and options.cpu_attention_tiles
     if tiled:  # the tiles must meet the op as written
         ctx = ctx.behind_barrier()
-    ctx = _dequantized(ctx)
+    ctx, dequantization = _dequantized(ctx)
     w, args = ctx.w, ctx.args
     sizes = AttentionSizes(ctx)
     q, q_roles = query_in_roles(ctx, sizes)
@@ -53,7 +53,8 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     scale = op.attr("scale")
     scale = 1.0 / math.sqrt(sizes.head_q) if scale is None else scale
     operands = Operands(q, q_roles, key, key_roles, value, value_roles, out_roles, scale, sizes,
-                        dequantized=any(f"{name}_scale" in args for name in ("Q", "K", "V")))
+                        dequantized=any(f"{name}_scale" in args for name in ("Q", "K", "V")),
+                        key_dequantization=dequantization.get("K"), value_dequantization=dequantization.get("V"))
     cap = op.attr("softcap")
     softcap = Mod(lambda b, x, extra: _softcap(b, x, cap)) if cap > 0 else None  # ONNX ignores softcap <= 0 (and NaN)
 
@@ -108,8 +109,11 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     return results
 
 
-def _dequantized(ctx: RuleContext) -> RuleContext:
-    """The context with Q/K/V replaced by their fused dequantization (kvattn-fuse-qdq), and a note on it."""
+def _dequantized(ctx: RuleContext) -> tuple[RuleContext, dict[str, Dequantization]]:
+    """The context with Q replaced by its fused dequantization (kvattn-fuse-qdq), and how K and V
+    dequantize (they stay quantized in the context: each route dequantizes them where it reads
+    them — the fused op next to it, the materialized scores inside their contractions — after
+    the key slice, so a quantized cache is read once at its own width); and a note on it."""
     op, w = ctx.op, ctx.w
     fused = [name for name in ("Q", "K", "V", "Y") if f"{name}_scale" in ctx.args]
     if fused:
@@ -117,10 +121,12 @@ def _dequantized(ctx: RuleContext) -> RuleContext:
     if dialect.QDQ_UNFUSED_ATTR in op.operation.attributes:
         w.note(f"Q/DQ left unfused: {ir.StringAttr(op.operation.attributes[dialect.QDQ_UNFUSED_ATTR]).value}")
     args = dict(ctx.args)
-    for name in (n for n in fused if n != "Y"):
-        args[name] = dequantize(w, args[name], args[f"{name}_scale"], args.get(f"{name}_zero_point"),
-                                op.attr(f"{name}_axis"))
-    return dataclasses.replace(ctx, args=args)
+    if "Q" in fused:
+        args["Q"] = dequantize(w, args["Q"], args["Q_scale"], args.get("Q_zero_point"), op.attr("Q_axis"))
+    deferred = {name: Dequantization(args[f"{name}_scale"], args.get(f"{name}_zero_point"),
+                                     per_head=args[f"{name}_scale"].type.rank == 1)
+                for name in ("K", "V") if name in fused}  # per-axis scales are along the 4D head axis (fuse_qdq)
+    return dataclasses.replace(ctx, args=args), deferred
 
 
 def _reference_precision(op: KvOp, element: str) -> str | None:

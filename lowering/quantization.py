@@ -8,10 +8,29 @@ Elementwise ops next to the attention: IREE fuses them into the attention's disp
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
 from kvattn.lowering.mlir_text import FunctionWriter, Value
 
 _RANGE = {"i8": (-128, 127), "ui8": (0, 255)}
 F8_MAX = 448.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Dequantization:
+    """How a quantized K or V of an attention becomes float: its scale and zero point, per
+    tensor or per KV head (`per_head`: the scale has one entry per value of the role "h")."""
+
+    scale: Value
+    zero_point: Value | None
+    per_head: bool
+
+    def inputs(self, roles: Sequence[str]) -> list[tuple[Value, Sequence[str]]]:
+        """The scale (and zero point) as generic inputs over an iteration space with `roles`."""
+        parameter_roles = ["h"] if self.per_head else []
+        assert set(parameter_roles) <= set(roles)
+        return [(self.scale, parameter_roles)] + ([(self.zero_point, parameter_roles)] if self.zero_point else [])
 
 
 def dequantize(w: FunctionWriter, x: Value, scale: Value, zero_point: Value | None, axis: int) -> Value:
@@ -21,12 +40,20 @@ def dequantize(w: FunctionWriter, x: Value, scale: Value, zero_point: Value | No
     element = scale.type.element
 
     def body(b: FunctionWriter, block: list[Value]) -> Value:
-        value = _to_float(b, block[0], element)
+        value = to_float(b, block[0], element)
         if zero_point is not None:
-            value = b.binary("subf", value, _to_float(b, block[2], element))
+            value = b.binary("subf", value, to_float(b, block[2], element))
         return b.binary("mulf", value, block[1])
 
     return w.generic(dims, inputs, w.empty_like(x, element), body)
+
+
+def dequantize_in_roles(w: FunctionWriter, x: Value, roles: Sequence[str], dequantization: "Dequantization | None") -> Value:
+    """x (with dims in `roles`) dequantized as a separate elementwise op; x itself when not quantized."""
+    if dequantization is None:
+        return x
+    return dequantize(w, x, dequantization.scale, dequantization.zero_point,
+                      roles.index("h") if dequantization.per_head else 0)
 
 
 def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None, axis: int, element: str) -> Value:
@@ -43,7 +70,7 @@ def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None
             return b.cast("truncf", clamped, element)
         rounded = b.op(f"math.roundeven {scaled} : {compute}", compute)
         if zero_point is not None:
-            rounded = b.binary("addf", rounded, _to_float(b, block[2], compute))
+            rounded = b.binary("addf", rounded, to_float(b, block[2], compute))
         low, high = _RANGE[element]
         clamped = b.binary("minimumf", b.binary("maximumf", rounded, b.constant(float(low), compute)),
                            b.constant(float(high), compute))
@@ -53,7 +80,8 @@ def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None
     return w.generic(dims, inputs, w.empty_like(y, element), body)
 
 
-def _to_float(b: FunctionWriter, value: Value, element: str) -> Value:
+def to_float(b: FunctionWriter, value: Value, element: str) -> Value:
+    """A stored element (int8, uint8, float8) as a float of type `element`."""
     if value.type == "f8E4M3FN":
         return b.cast("extf", value, element)
     if value.type == "ui8":

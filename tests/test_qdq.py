@@ -14,6 +14,7 @@ from benchmarks.models import ELEMENT, F8, quantization_parameters, quantized_de
 from kvattn.runtime import inspect
 from kvattn.runtime.compiler import compile_model, compile_to_stage
 from kvattn.runtime.module import CompiledModule
+from tests.onnx_models import fuse_cpu_attention
 
 B, HQ, HKV, S, L, D = 1, 4, 2, 3, 6, 8
 
@@ -82,10 +83,15 @@ def _check(model, rng_seed=0):
         _assert_close(got[name], expected)
 
 
+@pytest.mark.parametrize("route", ["materialized", "fused"])
 @pytest.mark.parametrize("dtype", [np.int8, F8], ids=["int8", "float8e4m3fn"])
 @pytest.mark.parametrize("per_axis", [False, True], ids=["per_tensor", "per_head"])
 @pytest.mark.parametrize("causal", [0, 1])
-def test_fully_quantized_attention_matches_reference(dtype, per_axis, causal):
+def test_fully_quantized_attention_matches_reference(dtype, per_axis, causal, route, monkeypatch):
+    """On llvm-cpu's route for these small shapes (K and V dequantized inside the contractions of
+    the materialized scores) and on the fused op (dequantized next to it, in its dispatch)."""
+    if route == "fused":
+        fuse_cpu_attention(monkeypatch)
     _check(quantized_attention(dtype, per_axis=per_axis, causal=causal))
 
 
@@ -98,9 +104,21 @@ def test_any_subset_is_fused(quantized):
     assert "DequantizeLinear" not in summary and "QuantizeLinear" not in summary
 
 
-def test_fully_quantized_attention_is_one_dispatch():
+def test_fully_quantized_attention_is_one_dispatch_on_the_fused_op(monkeypatch):
+    fuse_cpu_attention(monkeypatch)
     flow, _ = compile_to_stage(quantized_attention(np.int8), "flow")
     assert inspect.count_dispatches(flow) == 1
+
+
+def test_materialized_scores_read_the_quantized_cache():
+    """Q·Kᵀ and P·V read K and V as int8 and dequantize in their bodies: no float copy of a cache."""
+    model = quantized_decode_model(np.int8, batch=B, q_heads=HQ, kv_heads=HKV, head_size=D, capacity=16)
+    lowered, _ = compile_to_stage(model, "lowered")
+    contractions = [line for line in lowered.splitlines()
+                    if "linalg.generic" in line and '"reduction"]' in line and "xi8>" in line.split("outs(")[0]]
+    assert len(contractions) == 2, contractions  # Q·Kᵀ over d, P·V over the keys
+    assert not any("linalg.generic" in line and "xi8>" in line.split("outs(")[0] and "xf32>" in line.split("outs(")[1]
+                   and '"reduction"' not in line for line in lowered.splitlines())  # no elementwise dequantization
 
 
 def test_uint8_stays_unfused_and_correct():
