@@ -1,7 +1,8 @@
 """Quantized attention benchmarks, side by side in one run (ratios, not asserts):
 
-  decode  capacity 4096, 1025 valid tokens, 32/8 heads, head 128:
-          kvattn int8 KV cache vs kvattn fp32 cache, and onnxruntime on the same Q/DQ graph
+  decode  capacity 4096 with 1025 and 4000 valid tokens, capacity 16384 with 16000, 32/8 heads,
+          head 128: kvattn int8 and float8 KV caches vs kvattn's fp32 cache, and onnxruntime on
+          the same Q/DQ graph; median (min, p90)
   prefill 512 tokens causal: kvattn with int8 Q/K/V and int8 output vs the fp32 graph
 
     python -m benchmarks.qdq_decode [--repeats 20] [--quick]
@@ -20,16 +21,12 @@ import numpy as np
 import onnxruntime
 from onnx import TensorProto, helper
 
-from benchmarks import models
+from benchmarks import decode_speed, models
 from benchmarks.timing import machine, median_ms
-from kvattn.runtime.compiler import compile_model
-from kvattn.runtime.module import CompiledModule
 
 
 def kvattn_ms(model, inputs, repeats: int) -> float:
-    module = CompiledModule(compile_model(model).vmfb)
-    views = module.upload(inputs)
-    return median_ms(lambda: module.invoke(views), repeats)
+    return decode_speed.kvattn_ms(model, inputs, repeats).median
 
 
 def onnxruntime_ms(model, inputs, repeats: int) -> float:
@@ -59,19 +56,25 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="small shapes, for a dry run")
     args = parser.parse_args(argv)
-    capacity, valid, length = (256, 65, 64) if args.quick else (4096, 1025, 512)
+    shapes, length = ([(256, 65), (256, 250)], 64) if args.quick else ([(4096, 1025), (4096, 4000), (16384, 16000)], 512)
     rng = np.random.default_rng(0)
-    fp32_inputs = models.decode_inputs(capacity, valid, rng)
-    int8_inputs = dict(fp32_inputs)
-    for name in ("past_key", "past_value"):
-        int8_inputs[name] = rng.integers(-100, 100, fp32_inputs[name].shape).astype(np.int8)
-    fp32_decode, int8_decode = models.decode_model(capacity), models.quantized_decode_model(np.int8, capacity=capacity)
-    rows = {
-        "decode fp32 cache, kvattn": kvattn_ms(fp32_decode, fp32_inputs, args.repeats),
-        "decode int8 cache, kvattn": kvattn_ms(int8_decode, int8_inputs, args.repeats),
-        "decode fp32 cache, onnxruntime": onnxruntime_ms(fp32_decode, fp32_inputs, args.repeats),
-        "decode int8 cache (Q/DQ graph), onnxruntime": onnxruntime_ms(int8_decode, int8_inputs, args.repeats),
-    }
+    print(f"# {datetime.date.today()}, {machine()}, prefill {length}")
+    for capacity, valid in shapes:
+        fp32_inputs = models.decode_inputs(capacity, valid, rng)
+        caches = {"fp32": (models.decode_model(capacity), fp32_inputs)}
+        for label, dtype in (("int8", np.int8), ("float8e4m3fn", models.F8)):
+            quantized = dict(fp32_inputs)
+            for name in ("past_key", "past_value"):
+                values = rng.integers(-100, 100, fp32_inputs[name].shape) if dtype == np.int8 else fp32_inputs[name]
+                quantized[name] = values.astype(dtype)
+            caches[label] = (models.quantized_decode_model(dtype, capacity=capacity), quantized)
+        times = {label: decode_speed.kvattn_ms(model, inputs, args.repeats) for label, (model, inputs) in caches.items()}
+        peer = {label: onnxruntime_ms(*caches[label], args.repeats) for label in ("fp32", "int8")}
+        print(f"decode capacity {capacity}, {valid} valid:")
+        for label, spread in times.items():
+            print(f"  {label:<13} cache, kvattn {spread}   {times['fp32'].median / spread.median:5.2f}x the fp32 cache"
+                  + (f"   onnxruntime {peer[label]:8.3f} ms" if label in peer else ""))
+    rows = {}
     prefill_inputs = models.prefill_inputs(length, rng)
     int8_prefill = {f"{k}_q": rng.integers(-100, 100, v.shape).astype(np.int8) for k, v in prefill_inputs.items()}
     prefill_repeats = max(2, args.repeats // 5)
@@ -80,13 +83,8 @@ def main(argv=None) -> int:
                                                               prefill_repeats)
     rows["prefill int8 Q/DQ graph, onnxruntime"] = onnxruntime_ms(quantized_prefill_model(length), int8_prefill,
                                                                   prefill_repeats)
-    print(f"# {datetime.date.today()}, {machine()}, "
-          f"capacity {capacity}, {valid} valid, prefill {length}")
     for name, ms in rows.items():
         print(f"{name:<46} {ms:10.3f} ms")
-    print(f"int8 cache vs fp32 cache (kvattn):        {rows['decode fp32 cache, kvattn'] / rows['decode int8 cache, kvattn']:.2f}x")
-    print(f"kvattn int8 vs onnxruntime int8 (decode): "
-          f"{rows['decode int8 cache (Q/DQ graph), onnxruntime'] / rows['decode int8 cache, kvattn']:.2f}x")
     print(f"int8 vs fp32 prefill (kvattn):            "
           f"{rows['prefill fp32, kvattn'] / rows['prefill int8 Q/K/V + int8 out, kvattn']:.2f}x")
     return 0
