@@ -54,10 +54,11 @@ class AttentionSizes:
         self.size: dict[str, Dim] = {"b": self.batch, "h": self.kv_heads, "g": self.group, "s": self.query_len,
                                      "l": self.total_len, "d": self.head_q, "e": self.head_v}
 
-    def with_key_count(self, keys: Dim) -> "AttentionSizes":
-        """These sizes with the attention reading only the first `keys` keys."""
+    def resized(self, **sizes: Dim) -> "AttentionSizes":
+        """These sizes with some roles' sizes replaced (an attention over a slice of the queries
+        or keys: s=..., l=...)."""
         sliced = copy.copy(self)
-        sliced.size = {**self.size, "l": keys}
+        sliced.size = {**self.size, **sizes}
         return sliced
 
 

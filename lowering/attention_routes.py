@@ -90,7 +90,7 @@ def attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod
     if valid_keys is not None:
         o = dataclasses.replace(o, key=w.leading_slice(o.key, o.key_roles.index("l"), valid_keys),
                                 value=w.leading_slice(o.value, o.value_roles.index("l"), valid_keys),
-                                sizes=o.sizes.with_key_count(valid_keys))
+                                sizes=o.sizes.resized(l=valid_keys))
         bias = (w.leading_slice(bias[0], bias[1].index("l"), valid_keys), bias[1])
     fused = "fused: one iree_linalg_ext.attention"
     if not (options.materialize_small_scores and matmul_element(compute, options) == compute):

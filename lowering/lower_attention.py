@@ -21,7 +21,8 @@ from iree.compiler import ir
 
 from kvattn.lowering.attention_bias import combined_bias, lift_huge_rows, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
-from kvattn.lowering.attention_routes import Mod, Operands, attention, matmul_element, unfused_attention
+from kvattn.lowering.attention_routes import Mod, Operands, matmul_element, unfused_attention
+from kvattn.lowering.causal_blocks import attention_in_blocks
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
@@ -91,7 +92,9 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
                 and options.cpu_attention_tiles and matmul_element(compute, options) in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], sizes.total_len)
-        out = attention(w, operands, bias, compute, softcap, options, valid_keys)
+        causal_past = sizes.past_len if (op.attr("is_causal") == 1 and "nonpad_kv_seqlen" not in args
+                                         and isinstance(sizes.past_len, int)) else None
+        out = attention_in_blocks(w, operands, bias, compute, softcap, options, valid_keys, causal_past)
     out = convert(w, out, element)
     onnx_roles = ("b", "s", "h", "g", "e") if sizes.rank3 else ("b", "h", "g", "s", "e")
     out, _ = transpose_to(w, out, out_roles, onnx_roles)

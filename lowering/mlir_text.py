@@ -326,12 +326,16 @@ class FunctionWriter:
 
     def leading_slice(self, value: Value, dim: int, size: Dim) -> Value:
         """The first `size` elements along `dim`."""
+        return self.slice(value, dim, 0, size)
+
+    def slice(self, value: Value, dim: int, offset: Dim, size: Dim) -> Value:
+        """`size` elements along `dim` from `offset` on."""
         sizes = list(self.sizes(value))
         sizes[dim] = size
         out = tensor_type(sizes, value.element)
-        zeros, ones = [0] * value.rank, [1] * value.rank
-        return self.op(f"tensor.extract_slice {value}{zeros} {mixed(sizes)} {ones} : {value.mlir_type} to {out.mlir}",
-                       out, sizes=sizes)
+        offsets, ones = [offset if d == dim else 0 for d in range(value.rank)], [1] * value.rank
+        return self.op(f"tensor.extract_slice {value}{mixed(offsets)} {mixed(sizes)} {ones} : {value.mlir_type} to "
+                       f"{out.mlir}", out, sizes=sizes)
 
     def insert_slice(self, source: Value, dest: Value, offsets: Sequence[Dim]) -> Value:
         strides = [1] * source.rank

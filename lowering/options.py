@@ -25,6 +25,9 @@ class LoweringOptions:
     # unfused route), chosen at run time when the sizes are dynamic: measured faster than the
     # fused op on llvm-cpu (attention_routes.attention).
     materialize_small_scores: bool = False
+    # Split a causal prefill with static sizes into query blocks that read only the keys their
+    # last query sees (lowering/causal_blocks.py); llvm-cpu.
+    causal_query_blocks: bool = False
     # With nonpad_kv_seqlen, let the fused attention iterate only the first max(nonpad) keys
     # (a dynamic slice of K/V and the mask) so its cost follows the valid length, not the
     # cache capacity (f32 attention, which gets CPU tiles). Verified on llvm-cpu; the GPU

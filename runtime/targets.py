@@ -66,7 +66,7 @@ TARGETS: dict[str, Target] = {
                arch_flag="--iree-llvmcpu-target-cpu={}", default_arch="host",
                executable_format="embedded-elf", decompose_attention=False,
                lowering=LoweringOptions(cpu_attention_tiles=True, slice_keys_to_valid_length=True,
-                                        materialize_small_scores=True),
+                                        materialize_small_scores=True, causal_query_blocks=True),
                description="CPUs through LLVM"),
         Target("vulkan", driver="vulkan", onnx_device="VULKAN",
                base_flags=("--iree-hal-target-device=vulkan",),

@@ -24,7 +24,8 @@ func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tenso
 
 // -----
 
-// A prompt of 1024 queries over 1024 keys: B·Hkv·G·S·L = 8·1024·1024 = SCORE_BUDGET scores,
+// A prompt of 1024 queries over 1024 keys (not causal: a causal one would be split into query
+// blocks, causal_blocks.mlir): B·Hkv·G·S·L = 8·1024·1024 = SCORE_BUDGET scores,
 // still materialized.
 // CHECK-LABEL: func.func @prefill_at_budget
 //   CHECK-NOT:   iree_linalg_ext.attention
@@ -32,7 +33,7 @@ func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tenso
 //   CHECK-NOT:   iree_linalg_ext.attention
 //       CHECK:   return
 func.func @prefill_at_budget(%q: tensor<1x8x1024x16xf32>, %k: tensor<1x2x1024x16xf32>, %v: tensor<1x2x1024x16xf32>) -> tensor<1x8x1024x16xf32> {
-  %y = "kvattn.attention"(%q, %k, %v) {is_causal = 1 : i64, onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1024x16xf32>, tensor<1x2x1024x16xf32>, tensor<1x2x1024x16xf32>) -> tensor<1x8x1024x16xf32>
+  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1024x16xf32>, tensor<1x2x1024x16xf32>, tensor<1x2x1024x16xf32>) -> tensor<1x8x1024x16xf32>
   return %y : tensor<1x8x1024x16xf32>
 }
 
@@ -43,7 +44,7 @@ func.func @prefill_at_budget(%q: tensor<1x8x1024x16xf32>, %k: tensor<1x2x1024x16
 //   CHECK-NOT:   tensor<1x2x4x1024x1025xf32>
 //       CHECK:   iree_linalg_ext.attention {{.*}} {compilation_info = #{{.*}}}
 func.func @prefill_over_budget(%q: tensor<1x8x1024x16xf32>, %k: tensor<1x2x1025x16xf32>, %v: tensor<1x2x1025x16xf32>) -> tensor<1x8x1024x16xf32> {
-  %y = "kvattn.attention"(%q, %k, %v) {is_causal = 1 : i64, onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1024x16xf32>, tensor<1x2x1025x16xf32>, tensor<1x2x1025x16xf32>) -> tensor<1x8x1024x16xf32>
+  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1024x16xf32>, tensor<1x2x1025x16xf32>, tensor<1x2x1025x16xf32>) -> tensor<1x8x1024x16xf32>
   return %y : tensor<1x8x1024x16xf32>
 }
 
