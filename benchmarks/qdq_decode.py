@@ -32,6 +32,7 @@ def kvattn_ms(model, inputs, repeats: int) -> float:
 def onnxruntime_ms(model, inputs, repeats: int) -> float:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 2
+    options.log_severity_level = 3  # TensorScatter warns on every copy
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return median_ms(lambda: session.run(None, inputs), repeats)
 

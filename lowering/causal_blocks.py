@@ -5,8 +5,8 @@ Taken (LoweringOptions.causal_query_blocks) for is_causal without nonpad_kv_seql
 visible to query i only when j ≤ i + past — with static query count S ≥ 2·MIN_BLOCK, key count L
 and past. The queries split into n = min(MAX_BLOCKS, S // MIN_BLOCK) blocks of ⌈S/n⌉ rows; block
 [a, b) is an attention of its own over Q[a:b], K[:e], V[:e] and bias[a:b, :e] with
-e = min(L, b + past), by the route attention_routes.attention picks for its sizes, and its rows
-are inserted into the output. Every key at or past e is masked for the block's rows by the
+e = min(L, b + past) — by the route attention_routes.attention picks for its sizes, or for
+fp16/bf16 by the reference-rounding route — and its rows are inserted into the output. Every key at or past e is masked for the block's rows by the
 causal mask, so each row's softmax, its fully-masked-row rule and its mask lift are unchanged.
 Scores computed: (n + 1) / 2n of S·L at past 0 (0.56 at n = 8).
 """
@@ -14,6 +14,7 @@ Scores computed: (n + 1) / 2n of S·L at past 0 (0.56 at n = 8).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from kvattn.lowering.attention_routes import Mod, Operands, attention
 from kvattn.lowering.mlir_text import FunctionWriter, Value
@@ -28,16 +29,28 @@ def attention_in_blocks(w: FunctionWriter, o: Operands, bias, compute: str, scor
                         causal_past: int | None = None) -> Value:
     """attention_routes.attention, in causal query blocks where the module docstring's rule
     allows; `causal_past`: the static past length when is_causal masks by position alone."""
+    def one(b: FunctionWriter, block: Operands, block_bias) -> Value:
+        return attention(b, block, block_bias, compute, score_mod, options, valid_keys)
+
+    if valid_keys is not None:
+        return one(w, o, bias)
+    return in_blocks(w, o, bias, compute, options, causal_past, one)
+
+
+def in_blocks(w: FunctionWriter, o: Operands, bias, element: str, options: LoweringOptions,
+              causal_past: int | None, one: Callable[[FunctionWriter, Operands, tuple], Value]) -> Value:
+    """`one(w, operands, bias)` (an attention whose result is in `element`) over the whole
+    attention, or over each causal query block where the module docstring's rule allows."""
     queries, keys = o.sizes.size["s"], o.sizes.size["l"]
-    if (causal_past is None or not options.causal_query_blocks or valid_keys is not None
-            or not isinstance(queries, int) or not isinstance(keys, int) or queries < 2 * MIN_BLOCK):
-        return attention(w, o, bias, compute, score_mod, options, valid_keys)
+    if (causal_past is None or not options.causal_query_blocks or not isinstance(queries, int)
+            or not isinstance(keys, int) or queries < 2 * MIN_BLOCK):
+        return one(w, o, bias)
     count = min(MAX_BLOCKS, queries // MIN_BLOCK)
     rows = -(-queries // count)
     w.note(f"causal: {count} query blocks of {rows}, each over the keys its last query sees")
     notes_before = len(w.notes)
     bias_value, bias_roles = bias
-    out = w.empty([o.sizes.size[r] for r in o.out_roles], compute)
+    out = w.empty([o.sizes.size[r] for r in o.out_roles], element)
     for start in range(0, queries, rows):
         end = min(queries, start + rows)
         extent = min(keys, end + causal_past)
@@ -48,7 +61,7 @@ def attention_in_blocks(w: FunctionWriter, o: Operands, bias, compute: str, scor
             sizes=o.sizes.resized(s=end - start, l=extent))
         block_bias = w.leading_slice(w.slice(bias_value, bias_roles.index("s"), start, end - start),
                                      bias_roles.index("l"), extent)
-        y = attention(w, block, (block_bias, bias_roles), compute, score_mod, options)
+        y = one(w, block, (block_bias, bias_roles))
         out = w.insert_slice(y, out, [start if r == "s" else 0 for r in o.out_roles])
     w.notes[notes_before:] = list(dict.fromkeys(w.notes[notes_before:]))  # each block's route, once
     return out

@@ -22,7 +22,7 @@ from iree.compiler import ir
 from kvattn.lowering.attention_bias import combined_bias, lift_huge_rows, longest_valid_length
 from kvattn.lowering.attention_operands import AttentionSizes, convert, keys_or_values, query_in_roles, transpose_to
 from kvattn.lowering.attention_routes import Mod, Operands, matmul_element, unfused_attention
-from kvattn.lowering.causal_blocks import attention_in_blocks
+from kvattn.lowering.causal_blocks import attention_in_blocks, in_blocks
 from kvattn.lowering.attention_tiles import TILED_ELEMENTS
 from kvattn.lowering import dialect, tensor_types
 from kvattn.lowering.dialect import KvOp
@@ -73,13 +73,20 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
         else:
             w.note("unfused: the qk_matmul_output output needs the attention scores materialized")
         bias = combined_bias(ctx, sizes, precision or "f32")
-        computed = unfused_attention(w, operands, bias, softcap, input_precision=precision or "f32",
+
+        def unfused(b: FunctionWriter, block: Operands, block_bias) -> dict[str, Value]:
+            return unfused_attention(b, block, block_bias, softcap, input_precision=precision or "f32",
                                      softmax_precision=softmax_precision)
-        out = computed["Y"]
+
         if op.result("qk_matmul_output") is not None:
+            computed = unfused(w, operands, bias)
+            out = computed["Y"]
             # Modes 0 and 1 both expose the scores after softcap, as the reference does.
             qk = computed[("scores", "scores", "logits", "probabilities")[op.attr("qk_matmul_output_mode")]]
             results["qk_matmul_output"] = w.collapse_shape(convert(w, qk, element), [[0], [1, 2], [3], [4]])
+        else:  # rows are independent: a causal prompt may go in query blocks
+            out = in_blocks(w, operands, bias, "f32", options, _causal_past(op, args, sizes),
+                            lambda b, block, block_bias: unfused(b, block, block_bias)["Y"])
     else:
         compute = "f32" if options.attention_in_f32 else element
         bias = combined_bias(ctx, sizes, compute)
@@ -92,9 +99,8 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
                 and options.cpu_attention_tiles and matmul_element(compute, options) in TILED_ELEMENTS):
             w.note("reads only the first max(nonpad_kv_seqlen) keys")
             valid_keys = longest_valid_length(w, args["nonpad_kv_seqlen"], sizes.total_len)
-        causal_past = sizes.past_len if (op.attr("is_causal") == 1 and "nonpad_kv_seqlen" not in args
-                                         and isinstance(sizes.past_len, int)) else None
-        out = attention_in_blocks(w, operands, bias, compute, softcap, options, valid_keys, causal_past)
+        out = attention_in_blocks(w, operands, bias, compute, softcap, options, valid_keys,
+                                  _causal_past(op, args, sizes))
     out = convert(w, out, element)
     onnx_roles = ("b", "s", "h", "g", "e") if sizes.rank3 else ("b", "h", "g", "s", "e")
     out, _ = transpose_to(w, out, out_roles, onnx_roles)
@@ -110,6 +116,12 @@ def lower_attention(ctx: RuleContext) -> dict[str, Value]:
     if op.result("present_value") is not None:
         results["present_value"] = present_value
     return results
+
+
+def _causal_past(op: KvOp, args, sizes: AttentionSizes) -> int | None:
+    """The static past length when is_causal masks keys by position alone (causal_blocks)."""
+    causal = op.attr("is_causal") == 1 and "nonpad_kv_seqlen" not in args
+    return sizes.past_len if causal and isinstance(sizes.past_len, int) else None
 
 
 def _dequantized(ctx: RuleContext) -> tuple[RuleContext, dict[str, Dequantization]]:

@@ -70,6 +70,8 @@ CONFIGS = {
     # Causal prefills of >= 256 queries: llvm-cpu computes them in query blocks (causal_blocks.py).
     "causal_query_blocks_gqa_past": Config(q_heads=4, kv_heads=2, query_len=300, kv_len=300, past=20,
                                            attrs={"is_causal": 1}, opset=23),
+    "causal_query_blocks_fp16_reference_rounding": Config(q_heads=2, kv_heads=1, query_len=260, kv_len=260,
+                                                          dtype=np.float16, attrs={"is_causal": 1}),
     "causal_query_blocks_3d_float_mask_softcap": Config(rank=3, q_heads=2, kv_heads=1, query_len=260, kv_len=260,
                                                         mask=((260, 260), "float"),
                                                         attrs={"is_causal": 1, "softcap": 2.0}),
