@@ -1,12 +1,13 @@
-"""fp16/bf16 attention: the reference-rounding route against softmax_precision=1 (f32 inside), and onnxruntime,
-side by side in one run (ratios, not asserts). 32/8 heads, head 128:
+"""fp16/bf16 attention: the reference-rounding route against softmax_precision=1 (f32 inside), and
+onnxruntime, side by side in one run (ratios, not asserts). 32/8 heads, head 128:
 
   decode   one query over 1025 keys (plain Attention, no cache update)
   prefill  512 tokens, causal
 
 kvattn takes the unfused route that rounds like the ONNX reference when softmax_precision is
 absent (ONNX then computes the softmax in fp16/bf16), and computes in f32 with
-softmax_precision=1 (FLOAT): on llvm-cpu at these sizes the materialized scores, else the fused op. onnxruntime runs the model without softmax_precision.
+softmax_precision=1 (FLOAT): on llvm-cpu at these sizes the materialized scores, else the fused
+op. onnxruntime runs the model without softmax_precision.
 
     python -m benchmarks.low_precision [--repeats 20] [--quick]
 """
