@@ -88,10 +88,7 @@ def attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod
     masks every key) it reads only that many keys. The result is in `compute`."""
     assert score_mod is None or not score_mod.inputs
     if valid_keys is not None:
-        o = dataclasses.replace(o, key=w.leading_slice(o.key, o.key_roles.index("l"), valid_keys),
-                                value=w.leading_slice(o.value, o.value_roles.index("l"), valid_keys),
-                                sizes=o.sizes.resized(l=valid_keys))
-        bias = (w.leading_slice(bias[0], bias[1].index("l"), valid_keys), bias[1])
+        o, bias = first_keys(w, o, bias, valid_keys)
     fused = "fused: one iree_linalg_ext.attention"
     if not (options.materialize_small_scores and matmul_element(compute, options) == compute):
         w.note(fused)
@@ -114,6 +111,14 @@ def attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod
     return w.if_else(small, materialized, lambda b: fused_attention(b, o, bias, compute, score_mod, options,
                                                                    many_queries=True),
                      tensor_type(out_sizes, compute), out_sizes)
+
+
+def first_keys(w: FunctionWriter, o: Operands, bias, count: int | Value) -> tuple[Operands, tuple]:
+    """The operands and the bias (value, roles) cut to their first `count` keys."""
+    o = dataclasses.replace(o, key=w.leading_slice(o.key, o.key_roles.index("l"), count),
+                            value=w.leading_slice(o.value, o.value_roles.index("l"), count),
+                            sizes=o.sizes.resized(l=count))
+    return o, (w.leading_slice(bias[0], bias[1].index("l"), count), bias[1])
 
 
 def _small_scores(w: FunctionWriter, size: dict) -> bool | Value:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from kvattn.lowering.attention_routes import Mod, Operands, attention
+from kvattn.lowering.attention_routes import Mod, Operands, attention, first_keys
 from kvattn.lowering.mlir_text import FunctionWriter, Value
 from kvattn.lowering.options import LoweringOptions
 
@@ -54,14 +54,10 @@ def in_blocks(w: FunctionWriter, o: Operands, bias, element: str, options: Lower
     for start in range(0, queries, rows):
         end = min(queries, start + rows)
         extent = min(keys, end + causal_past)
-        block = dataclasses.replace(
-            o, q=w.slice(o.q, o.q_roles.index("s"), start, end - start),
-            key=w.leading_slice(o.key, o.key_roles.index("l"), extent),
-            value=w.leading_slice(o.value, o.value_roles.index("l"), extent),
-            sizes=o.sizes.resized(s=end - start, l=extent))
-        block_bias = w.leading_slice(w.slice(bias_value, bias_roles.index("s"), start, end - start),
-                                     bias_roles.index("l"), extent)
-        y = one(w, block, (block_bias, bias_roles))
+        block = dataclasses.replace(o, q=w.slice(o.q, o.q_roles.index("s"), start, end - start),
+                                    sizes=o.sizes.resized(s=end - start))
+        block_rows = (w.slice(bias_value, bias_roles.index("s"), start, end - start), bias_roles)
+        y = one(w, *first_keys(w, block, block_rows, extent))
         out = w.insert_slice(y, out, [start if r == "s" else 0 for r in o.out_roles])
     w.notes[notes_before:] = list(dict.fromkeys(w.notes[notes_before:]))  # each block's route, once
     return out

@@ -6,8 +6,8 @@
 // [128, 256) all 320, each with its rows of the bias, and each block's rows go into the output.
 // CHECK-LABEL: func.func @prefill_with_past
 //       CHECK:   %[[Q0:.*]] = tensor.extract_slice %{{.*}}[0, 0, 0, 0, 0] [1, 2, 2, 128, 16] [1, 1, 1, 1, 1] : tensor<1x2x2x256x16xf32> to tensor<1x2x2x128x16xf32>
-//       CHECK:   tensor.extract_slice %{{.*}}[0, 0, 0, 0] [1, 2, 192, 16] [1, 1, 1, 1] : tensor<1x2x320x16xf32> to tensor<1x2x192x16xf32>
 //       CHECK:   tensor.extract_slice %{{.*}}[0, 0] [128, 320] [1, 1] : tensor<256x320xf32> to tensor<128x320xf32>
+//       CHECK:   tensor.extract_slice %{{.*}}[0, 0, 0, 0] [1, 2, 192, 16] [1, 1, 1, 1] : tensor<1x2x320x16xf32> to tensor<1x2x192x16xf32>
 //       CHECK:   tensor.extract_slice %{{.*}}[0, 0] [128, 192] [1, 1] : tensor<128x320xf32> to tensor<128x192xf32>
 //       CHECK:   outs(%{{.*}} : tensor<1x2x2x128x192xf32>)
 //       CHECK:   %[[OUT0:.*]] = tensor.insert_slice %{{.*}} into %{{.*}}[0, 0, 0, 0, 0] [1, 2, 2, 128, 16]
