@@ -34,7 +34,8 @@ from typing import Callable, Sequence
 
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
-from kvattn.lowering.attention_tiles import FEW_QUERIES, cpu_compilation_info
+from kvattn.lowering.attention_tiles import (FEW_QUERIES, cpu_compilation_info, cpu_decode_contraction_info,
+                                             decode_contraction_loops)
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known, tensor_type
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import Dequantization, dequantize_in_roles, to_float
@@ -95,7 +96,8 @@ def attention(w: FunctionWriter, o: Operands, bias, compute: str, score_mod: Mod
         return fused_attention(w, o, bias, compute, score_mod, options)
 
     def materialized(b: FunctionWriter) -> Value:
-        return convert(b, unfused_attention(b, o, bias, score_mod)["Y"], compute)
+        return convert(b, unfused_attention(b, o, bias, score_mod, cpu_tiles=options.cpu_attention_tiles)["Y"],
+                       compute)
 
     small = _small_scores(w, o.sizes.size)
     if small is True:
@@ -204,7 +206,7 @@ def matmul_element(compute: str, options: LoweringOptions) -> str:
 
 def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | None = None,
                       prob_mod: Mod | None = None, input_precision: str = "f32",
-                      softmax_precision: str = "f32") -> dict[str, Value]:
+                      softmax_precision: str = "f32", cpu_tiles: bool = False) -> dict[str, Value]:
     """The attention as explicit linalg ops. Returns the output ("Y" in `o.out_roles`, f32) and
     the intermediates as [B,Hkv,G,S,T]: "scores" (after the score mod), "logits" (+ bias) and
     "probabilities" (after the prob mod).
@@ -215,7 +217,8 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     softcap promotes to f32: its attribute is a float32 scalar).
     `softmax_precision`: + bias, x − max, exp, the sum (bf16: every add, as numpy adds bfloat16
     one element at a time; fp16: accumulated in f32 and rounded once, as numpy's float16 sum
-    does), the division."""
+    does), the division. With `cpu_tiles`, a decode's two contractions carry llvm-cpu tile sizes
+    (attention_tiles.cpu_decode_contraction_info)."""
     score_sizes = [o.sizes.size[r] for r in SCORE_ROLES]
     if input_precision != "f32":
         o = o.float_keys_and_values(w)
@@ -228,8 +231,8 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         product = b.binary("mulf", _as_f32(b, block[0]), _as_f32(b, block[1]))
         return b.binary("addf", block[2], product)
 
-    dot = w.generic(SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)],
-                    w.fill(w.constant(0.0, "f32"), score_sizes), multiply_add, reduction_dims=("d",))
+    dot = _contraction(w, SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)], SCORE_ROLES, "d",
+                       multiply_add, o.sizes.size, cpu_tiles)
     if o.key_dequantization:
         dot = _dequantized_sums(w, dot, SCORE_ROLES, o.key_dequantization, (q, o.q_roles), "d")
     scores = _elementwise(w, dot, score_mod, scale=scale, rounding=input_precision,
@@ -255,12 +258,57 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
         return b.binary("addf", block[2], b.binary("mulf", weight, _as_f32(b, block[1])))
 
-    output = w.generic(o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
-                       w.fill(w.constant(0.0, "f32"), [o.sizes.size[r] for r in o.out_roles]), weighted_add,
-                       reduction_dims=("l",))
+    output = _contraction(w, o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
+                          o.out_roles, "l", weighted_add, o.sizes.size, cpu_tiles)
     if o.value_dequantization:
         output = _dequantized_sums(w, output, o.out_roles, o.value_dequantization, (probabilities, SCORE_ROLES), "l")
     return {"Y": output, "scores": scores, "logits": logits, "probabilities": probabilities}
+
+
+def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple[Value, Sequence[str]]],
+                 out_roles: Sequence[str], reduced: str, body, size: dict, cpu_tiles: bool) -> Value:
+    """Σ over `reduced` of body(inputs), accumulated in f32 from 0: a linalg.generic over `loops`.
+    With `cpu_tiles` and a decode's sizes it carries llvm-cpu tiles
+    (attention_tiles.cpu_decode_contraction_info) and is written without the static unit dims
+    (operands collapsed, the result expanded back): IREE drops the config of an op whose unit
+    dims it folds away."""
+    out_sizes = [size[r] for r in out_roles]
+    static = dict(zip(size, known(size.values())))
+    config = cpu_decode_contraction_info(loops, reduced, static) if cpu_tiles else None
+    if config is None:
+        return w.generic(loops, inputs, w.fill(w.constant(0.0, "f32"), out_sizes), body, reduction_dims=(reduced,))
+    kept = decode_contraction_loops(loops, static)
+    w.note(f"{'Q·Kᵀ' if reduced == 'd' else 'P·V'} with llvm-cpu decode tiles over loops ({', '.join(kept)})")
+
+    def collapsed(value: Value, roles: Sequence[str]) -> tuple[Value, list[str]]:
+        kept_roles = [r for r in roles if r in kept]
+        return (value if len(kept_roles) == len(roles) else w.collapse_shape(value, _reassociation(roles, kept)),
+                kept_roles)
+
+    out_kept = [r for r in out_roles if r in kept]
+    init = w.fill(w.constant(0.0, "f32"), [size[r] for r in out_kept])
+    result = w.generic(kept, [collapsed(value, roles) for value, roles in inputs], init, body,
+                       reduction_dims=(reduced,), init_results=out_kept, compilation_info=config)
+    if len(out_kept) == len(out_roles):
+        return result
+    return w.expand_shape(result, _reassociation(out_roles, kept), out_sizes)
+
+
+def _reassociation(roles: Sequence[str], kept: Sequence[str]) -> list[list[int]]:
+    """The axes of a tensor over `roles` that collapse into each of its `kept` dims: a unit dim
+    joins the kept dim before it, or the first one when it leads (none at all when every dim
+    is a unit dim)."""
+    axes: list[list[int]] = []
+    leading: list[int] = []
+    for axis, role in enumerate(roles):
+        if role in kept:
+            axes.append(leading + [axis])
+            leading = []
+        elif axes:
+            axes[-1].append(axis)
+        else:
+            leading.append(axis)
+    return axes
 
 
 def _as_f32(b: FunctionWriter, value: Value) -> Value:

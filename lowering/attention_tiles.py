@@ -1,4 +1,5 @@
-"""Per-shape CPU tile sizes for the fused attention (a `compilation_info` on the op).
+"""Per-shape CPU tile sizes (a `compilation_info` on the op) for the fused attention, and for the
+unfused route's two contractions in a decode (`cpu_decode_contraction_info`).
 
 IREE's default CPU tiling for iree_linalg_ext.attention reduces over 2 keys at a time and
 leaves decode ~50× and prefill ~40× above what a tuned config reaches (measured with IREE 3.13
@@ -26,6 +27,7 @@ The config's 8×8×head vectors need `--iree-llvmcpu-fail-on-large-vector=false`
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 from kvattn.lowering.attention_operands import DIMS
 
@@ -34,6 +36,10 @@ KEY_STEP = 8  # keys reduced per step
 ROWS = 8  # query rows per vector tile
 ROWS_PER_WORKGROUP = 64
 FEW_QUERIES = ROWS  # a dynamic query count below this takes the decode tiles (chosen at run time)
+# The unfused route's decode contractions (cpu_decode_contraction_info)
+DECODE_ROWS = 4  # query rows per vector tile
+QK_KEYS_PER_WORKGROUP, QK_KEYS_PER_VECTOR, QK_HEAD_STEP = 64, 16, 16
+PV_VALUE_TILE, PV_KEY_STEP = 64, 4
 
 
 def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -89,11 +95,52 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
     parallel = {"b": 1, "h": 1, **vector_rows, "l": 0, "d": 0, "e": size["e"]}
     reduction = {**dict.fromkeys(DIMS, 0), "l": key_step}
     groups = iree_loop_groups(size, operand_roles)
+    return _compilation_info(groups, distribution, parallel, reduction, "LinalgExtTileAndVectorize")
 
+
+def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[str, int | None]) -> str | None:
+    """The compilation_info attribute for one of the unfused route's two contractions in a decode
+    (fewer than FEW_QUERIES queries; else None): Q·Kᵀ (`reduced` "d") or P·V (`reduced` "l"), a
+    linalg.generic over the non-unit dims of `loops` (`decode_contraction_loops`); None (IREE's
+    defaults) when a size other than the key count is dynamic.
+    IREE's default for both, 32 keys (value dims) × 4 rows per vector, 16 reduced per step,
+    transposes each 32×16 tile of K; measured on Q·Kᵀ and P·V alone (32/8 heads, head 128, 4000
+    keys, a 2-core Xeon, IREE 3.13): Q·Kᵀ 1.2–1.45 → 0.66–1.05 ms (int8 K: 1.1–1.27 → 0.58–0.8
+    ms) with 16 keys per vector tile, 32 per workgroup; P·V 0.63–0.79 → 0.63–0.67 ms (mins 0.58–0.69
+    → 0.46–0.47) with 64 value dims per tile and 4 keys per step."""
+    queries = size["s"]
+    if any(size[dim] is None for dim in loops if dim != "l") or queries >= FEW_QUERIES:
+        return None
+    vector_queries = min(queries, DECODE_ROWS)
+    rows = {"g": min(size["g"], max(1, DECODE_ROWS // vector_queries)), "s": vector_queries}
+    whole_rows = {"g": size["g"], "s": queries}
+    if reduced == "d":
+        distribution = {"l": QK_KEYS_PER_WORKGROUP, "d": 0}
+        parallel = {"l": QK_KEYS_PER_VECTOR, "d": 0}
+        step = {"d": QK_HEAD_STEP}
+    else:
+        distribution = parallel = {"e": PV_VALUE_TILE, "l": 0}
+        step = {"l": PV_KEY_STEP}
+    ones = dict.fromkeys(loops, 1)
+    groups = [(dim,) for dim in decode_contraction_loops(loops, size)]
+    return _compilation_info(groups, {**ones, **whole_rows, **distribution}, {**ones, **rows, **parallel},
+                             {**dict.fromkeys(loops, 0), **step}, "DoubleTilingExpert")
+
+
+def decode_contraction_loops(loops: Sequence[str], size: dict[str, int | None]) -> list[str]:
+    """The loops a tiled decode contraction is written over: its dims but the static unit ones,
+    each its own loop. (IREE rebuilds an op without its config when it drops unit dims; merging
+    b and h too, as IREE does inside a dispatch, would copy the key-sliced cache outside one.)"""
+    return [dim for dim in loops if size[dim] != 1]
+
+
+def _compilation_info(groups, distribution: dict[str, int], parallel: dict[str, int], reduction: dict[str, int],
+                      pipeline: str) -> str:
+    """The attribute with these per-dim tiles (a merged loop's tile: the product of its dims')."""
     def tiles(sizes: dict[str, int]) -> str:
         return "[" + ", ".join(str(math.prod(sizes[dim] for dim in group)) for group in groups) + "]"
 
     return (f"#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<"
             f"distribution = {tiles(distribution)}, vector_common_parallel = {tiles(parallel)}, "
             f"vector_reduction = {tiles(reduction)}>, translation_info = #iree_codegen.translation_info<"
-            f"pipeline = #iree_cpu.pipeline<LinalgExtTileAndVectorize>>>")
+            f"pipeline = #iree_cpu.pipeline<{pipeline}>>>")

@@ -351,11 +351,13 @@ class FunctionWriter:
         reduction_dims: Sequence[str] = (),
         init_results: Sequence[str] | None = None,
         marker: str | None = None,
+        compilation_info: str | None = None,
     ) -> Value:
         """linalg.generic over `dims`; each input comes with its map's result expressions; the
         output map is `init_results` (default: all dims but the reduction ones). `body` gets the
         block arguments (inputs then the init element) and returns the value to yield. `marker`:
-        a unit attribute that names the op for a later pass."""
+        a unit attribute that names the op for a later pass; `compilation_info`: IREE's codegen
+        config for the op (attention_tiles)."""
         out_results = list(init_results) if init_results is not None else [d for d in dims if d not in reduction_dims]
         maps = [affine_map(dims, results) for _, results in inputs] + [affine_map(dims, out_results)]
         iterators = ", ".join('"reduction"' if d in reduction_dims else '"parallel"' for d in dims)
@@ -366,7 +368,8 @@ class FunctionWriter:
         tag = self._count + 1  # the generic's own number names its block arguments
         args = [Value(f"%in{k}_g{tag}", v.element) for k, (v, _) in enumerate(inputs)]
         args.append(Value(f"%out_g{tag}", init.element))
-        marked = f", {marker}" if marker else ""
+        marked = (f", {marker}" if marker else "") + (f", compilation_info = {compilation_info}"
+                                                      if compilation_info else "")
         head = (f"linalg.generic {{indexing_maps = [{', '.join(maps)}], iterator_types = [{iterators}]{marked}}} "
                 f"{ins}outs({init} : {init.mlir_type})")
         return self.region_op(head, args, body, "linalg.yield", f"-> {init.mlir_type}", init.type,

@@ -7,11 +7,22 @@
 // materializes its [B, Hkv, G, S, L] scores — Q·Kᵀ as a contraction over d, the softmax, P·V as
 // a contraction over l — and has no fused attention op. --fused-attention, a reduced attention
 // precision and the GPU targets keep the fused op.
+// The two contractions carry their decode tiles (attention_tiles.cpu_decode_contraction_info) over
+// the loops but the unit ones (b = s = 1: operands collapsed, results expanded back): Q·Kᵀ over
+// (h, g, l, d) 4 rows × 16 keys per vector tile, 64 keys per workgroup, 16 head dims per step;
+// P·V over (h, g, e, l) 4 rows × 64 value dims, 4 keys per step.
+//       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 16, 0], vector_reduction = [0, 0, 0, 16]>
+//       CHECK: #[[PV:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 64, 0], vector_reduction = [0, 0, 0, 4]>
+//       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[DOUBLE:.*]]>
+//       CHECK: #[[PV_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[PV]], translation_info = #[[DOUBLE]]>
 // CHECK-LABEL: func.func @decode
 //   CHECK-NOT:   iree_linalg_ext.attention
-//       CHECK:   linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<1x2x4x1x16xf32>, tensor<1x2x32x16xf32>) outs(%{{.*}} : tensor<1x2x4x1x32xf32>)
+//       CHECK:   %[[Q:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0, 1], [2, 3], [4]] : tensor<1x2x4x1x16xf32> into tensor<2x4x16xf32>
+//       CHECK:   %[[K:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0, 1], [2], [3]] : tensor<1x2x32x16xf32> into tensor<2x32x16xf32>
+//       CHECK:   linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[Q]], %[[K]] : tensor<2x4x16xf32>, tensor<2x32x16xf32>) outs(%{{.*}} : tensor<2x4x32xf32>) attrs = {compilation_info = #[[QK_INFO]]}
+//       CHECK:   tensor.expand_shape %{{.*}} : tensor<2x4x32xf32> into tensor<1x2x4x1x32xf32>
 //       CHECK:   math.exp
-//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<1x2x4x1x32xf32>, tensor<1x2x32x16xf32>) outs(%{{.*}} : tensor<1x2x4x1x16xf32>)
+//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x4x32xf32>, tensor<2x32x16xf32>) outs(%{{.*}} : tensor<2x4x16xf32>) attrs = {compilation_info = #[[PV_INFO]]}
 //   CHECK-NOT:   iree_linalg_ext.attention
 //       CHECK:   return
 // FUSED-LABEL: func.func @decode
@@ -20,6 +31,20 @@
 func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tensor<1x2x32x16xf32>) -> tensor<1x8x1x16xf32> {
   %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1x16xf32>, tensor<1x2x32x16xf32>, tensor<1x2x32x16xf32>) -> tensor<1x8x1x16xf32>
   return %y : tensor<1x8x1x16xf32>
+}
+
+// -----
+
+// Batch 2: b stays its own loop (merging it with h, as IREE does inside a dispatch, would copy
+// the cache here), and so do b and h in the tiles.
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 16, 0], vector_reduction = [0, 0, 0, 0, 16]>
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 64, 0], vector_reduction = [0, 0, 0, 0, 4]>
+// CHECK-LABEL: func.func @decode_batch2
+//   CHECK-NOT:   tensor.collapse_shape %{{.*}} : tensor<2x2x32x16xf32>
+//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x2x4x16xf32>, tensor<2x2x32x16xf32>) outs(%{{.*}} : tensor<2x2x4x32xf32>) attrs = {compilation_info =
+func.func @decode_batch2(%q: tensor<2x8x1x16xf32>, %k: tensor<2x2x32x16xf32>, %v: tensor<2x2x32x16xf32>) -> tensor<2x8x1x16xf32> {
+  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<2x8x1x16xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>) -> tensor<2x8x1x16xf32>
+  return %y : tensor<2x8x1x16xf32>
 }
 
 // -----
@@ -59,6 +84,7 @@ func.func @prefill_over_budget(%q: tensor<1x8x1024x16xf32>, %k: tensor<1x2x1025x
 //       CHECK:   %[[SMALL:.*]] = arith.ori %[[FEW]], %[[WITHIN]] : i1
 //       CHECK:   scf.if %[[SMALL]] -> (tensor<?x2x4x?x16xf32>) {
 //   CHECK-NOT:     iree_linalg_ext.attention
+//   CHECK-NOT:     compilation_info
 //       CHECK:     outs(%{{.*}} : tensor<?x2x4x?x?xf32>)
 //       CHECK:   } else {
 //   CHECK-NOT:     scf.if
