@@ -20,6 +20,8 @@ scf.if) when the sizes are dynamic. Measured with IREE 3.13 on a 2-core EPYC (32
 128, fp32): decode over 1025 / 4000 / 16000 keys 0.68 / 3.34 / 14.6 ms fused vs 0.44 / 1.31 /
 9.7 ms unfused (IREE streams the two matvec-like contractions near the copy rate); prefill 128 /
 512 / 1024 / 2048: fused 2.6 / 45 / 164 / 704 ms, unfused 1.1 / 27 / 172 / 883 ms.
+In a decode with static sizes but the key count, the unfused route's Q·Kᵀ and P·V carry llvm-cpu
+tiles (attention_tiles.cpu_decode_contraction_info; `_contraction`).
 The fused op stays for reduced-precision matmul inputs (--attention-precision). Quantized K and
 V (fused Q/DQ) arrive as stored, with their Dequantization: the fused op dequantizes them next
 to it (IREE fuses that into its dispatch), the unfused route inside its two contractions, so a
