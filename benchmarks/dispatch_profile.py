@@ -48,8 +48,7 @@ def decode_case(capacity: int, valid: int, batch: int = 1, quantized: bool = Fal
     model = models.decode_model(capacity, batch)
     element_bytes = FLOAT_BYTES
     if quantized:
-        for name in ("past_key", "past_value"):
-            inputs[name] = rng.integers(-100, 100, inputs[name].shape).astype(np.int8)
+        inputs = models.quantized_caches(inputs, np.int8, rng)
         model, element_bytes = models.quantized_decode_model(np.int8, batch=batch, capacity=capacity), 1
     rows = batch * models.KV_HEADS * valid * models.HEAD_SIZE * element_bytes  # K (or V) of the valid rows
     label = f"decode {'int8' if quantized else 'fp32'} batch {batch} capacity {capacity} valid {valid}"

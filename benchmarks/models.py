@@ -35,6 +35,17 @@ def decode_inputs(capacity: int, valid: int, rng, batch: int = 1) -> dict[str, n
     }
 
 
+def quantized_caches(inputs: dict[str, np.ndarray], dtype, rng) -> dict[str, np.ndarray]:
+    """`inputs` of decode_inputs with past_key / past_value as `dtype` caches (int8: random values
+    in [-100, 100); float8: the float values rounded), for quantized_decode_model."""
+    dtype = np.dtype(dtype)
+    quantized = dict(inputs)
+    for name in ("past_key", "past_value"):
+        values = rng.integers(-100, 100, inputs[name].shape) if dtype == np.int8 else inputs[name]
+        quantized[name] = values.astype(dtype)
+    return quantized
+
+
 def cache_update_model(capacity: int) -> onnx.ModelProto:
     """The decode step's two TensorScatter cache updates alone (one new row per cache)."""
     tensor = helper.make_tensor_value_info

@@ -64,11 +64,8 @@ def main(argv=None) -> int:
         fp32_inputs = models.decode_inputs(capacity, valid, rng)
         caches = {"fp32": (models.decode_model(capacity), fp32_inputs)}
         for label, dtype in (("int8", np.int8), ("float8e4m3fn", models.F8)):
-            quantized = dict(fp32_inputs)
-            for name in ("past_key", "past_value"):
-                values = rng.integers(-100, 100, fp32_inputs[name].shape) if dtype == np.int8 else fp32_inputs[name]
-                quantized[name] = values.astype(dtype)
-            caches[label] = (models.quantized_decode_model(dtype, capacity=capacity), quantized)
+            caches[label] = (models.quantized_decode_model(dtype, capacity=capacity),
+                             models.quantized_caches(fp32_inputs, dtype, rng))
         times = {label: decode_speed.kvattn_ms(model, inputs, args.repeats) for label, (model, inputs) in caches.items()}
         peer = {label: onnxruntime_ms(*caches[label], args.repeats) for label in ("fp32", "int8")}
         print(f"decode capacity {capacity}, {valid} valid:")

@@ -103,11 +103,12 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
     (fewer than FEW_QUERIES queries; else None): Q·Kᵀ (`reduced` "d") or P·V (`reduced` "l"), a
     linalg.generic over the non-unit dims of `loops` (`decode_contraction_loops`); None (IREE's
     defaults) when a size other than the key count is dynamic (or zero).
-    IREE's default for both, 32 keys (value dims) × 4 rows per vector, 16 reduced per step,
-    transposes each 32×16 tile of K; measured on Q·Kᵀ and P·V alone (32/8 heads, head 128, 4000
-    keys, a 2-core Xeon, IREE 3.13): Q·Kᵀ 1.2–1.45 → 0.66–1.05 ms (int8 K: 1.1–1.27 → 0.58–0.8
-    ms) with 16 keys per vector tile, 32 per workgroup; P·V 0.63–0.79 → 0.63–0.67 ms (mins 0.58–0.69
-    → 0.46–0.47) with 64 value dims per tile and 4 keys per step."""
+    IREE's defaults in the decode model (32/8 heads, head 128; `--iree-hal-dump-executable-
+    configurations-to`): P·V 4 rows × 16 value dims (32 for an int8 V), 16 keys per step; Q·Kᵀ 4
+    rows × 16 keys (64 per workgroup), 16 head dims per step for an f32 K (kept here), 32 keys
+    for an int8 K, which transposes twice the tile. Measured per dispatch
+    (benchmarks.dispatch_profile, 4000 valid keys, a 2-core Xeon, IREE 3.13): P·V 0.65 → 0.36 ms,
+    int8 Q·Kᵀ 0.69 → 0.47 ms, f32 Q·Kᵀ unchanged (0.57 → 0.59)."""
     queries = size["s"]
     if any(size[dim] in (None, 0) for dim in loops if dim != "l") or queries >= FEW_QUERIES:
         return None  # dynamic, empty, or not a decode
