@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
 from kvattn.lowering.attention_tiles import (FEW_QUERIES, cpu_compilation_info, cpu_decode_contraction_info,
-                                             decode_contraction_loops)
+                                             decode_contraction_loops, decode_score_roles)
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known, tensor_type
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import Dequantization, dequantize_in_roles, to_float
@@ -210,8 +210,8 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
                       prob_mod: Mod | None = None, input_precision: str = "f32",
                       softmax_precision: str = "f32", cpu_tiles: bool = False) -> dict[str, Value]:
     """The attention as explicit linalg ops. Returns the output ("Y" in `o.out_roles`, f32) and
-    the intermediates as [B,Hkv,G,S,T]: "scores" (after the score mod), "logits" (+ bias) and
-    "probabilities" (after the prob mod).
+    the intermediates as [B,Hkv,G,S,T] (SCORE_ROLES; see `cpu_tiles`): "scores" (after the
+    score mod), "logits" (+ bias) and "probabilities" (after the prob mod).
 
     "f16"/"bf16" precisions round where the ONNX reference rounds. `input_precision`: Q and K
     each times √scale (itself rounded), the dot product (accumulated in f32), and the
@@ -220,8 +220,11 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     `softmax_precision`: + bias, x − max, exp, the sum (bf16: every add, as numpy adds bfloat16
     one element at a time; fp16: accumulated in f32 and rounded once, as numpy's float16 sum
     does), the division. With `cpu_tiles`, a decode's two contractions carry llvm-cpu tile sizes
-    (attention_tiles.cpu_decode_contraction_info)."""
-    score_sizes = [o.sizes.size[r] for r in SCORE_ROLES]
+    (attention_tiles.cpu_decode_contraction_info), and at batch > 1 the intermediates are laid
+    out h before b (attention_tiles.decode_score_roles) so that P·V keeps its tiles."""
+    roles = decode_score_roles(SCORE_ROLES, dict(zip(o.sizes.size, known(o.sizes.size.values())))) \
+        if cpu_tiles else SCORE_ROLES
+    score_sizes = [o.sizes.size[r] for r in roles]
     if input_precision != "f32":
         o = o.float_keys_and_values(w)
     q, key, scale = o.q, o.key, o.scale
@@ -233,11 +236,11 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         product = b.binary("mulf", _as_f32(b, block[0]), _as_f32(b, block[1]))
         return b.binary("addf", block[2], product)
 
-    dot = _contraction(w, SCORE_ROLES + ("d",), [(q, o.q_roles), (key, o.key_roles)], SCORE_ROLES, "d",
+    dot = _contraction(w, roles + ("d",), [(q, o.q_roles), (key, o.key_roles)], roles, "d",
                        multiply_add, o.sizes.size, cpu_tiles)
     if o.key_dequantization:
-        dot = _dequantized_sums(w, dot, SCORE_ROLES, o.key_dequantization, (q, o.q_roles), "d")
-    scores = _elementwise(w, dot, score_mod, scale=scale, rounding=input_precision,
+        dot = _dequantized_sums(w, dot, roles, o.key_dequantization, (q, o.q_roles), "d")
+    scores = _elementwise(w, dot, roles, score_mod, scale=scale, rounding=input_precision,
                           stored=input_precision if score_mod is None else "f32")
 
     def biased(b: FunctionWriter, block: list[Value]) -> Value:
@@ -250,20 +253,20 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
 
     logits = scores
     if bias is not None or scores.type.element != softmax_precision:
-        inputs = [(scores, SCORE_ROLES)] + ([bias] if bias is not None else [])
-        logits = w.generic(SCORE_ROLES, inputs, w.empty(score_sizes, softmax_precision), biased)
-    probabilities = _softmax(w, logits, SCORE_ROLES, bias, softmax_precision)
+        inputs = [(scores, roles)] + ([bias] if bias is not None else [])
+        logits = w.generic(roles, inputs, w.empty(score_sizes, softmax_precision), biased)
+    probabilities = _softmax(w, logits, roles, bias, softmax_precision)
     if prob_mod is not None:
-        probabilities = _elementwise(w, probabilities, prob_mod)
+        probabilities = _elementwise(w, probabilities, roles, prob_mod)
 
     def weighted_add(b: FunctionWriter, block: list[Value]) -> Value:
         weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
         return b.binary("addf", block[2], b.binary("mulf", weight, _as_f32(b, block[1])))
 
-    output = _contraction(w, o.out_roles + ("l",), [(probabilities, SCORE_ROLES), (o.value, o.value_roles)],
+    output = _contraction(w, o.out_roles + ("l",), [(probabilities, roles), (o.value, o.value_roles)],
                           o.out_roles, "l", weighted_add, o.sizes.size, cpu_tiles)
     if o.value_dequantization:
-        output = _dequantized_sums(w, output, o.out_roles, o.value_dequantization, (probabilities, SCORE_ROLES), "l")
+        output = _dequantized_sums(w, output, o.out_roles, o.value_dequantization, (probabilities, roles), "l")
     return {"Y": output, "scores": scores, "logits": logits, "probabilities": probabilities}
 
 
@@ -374,10 +377,10 @@ def _times_root_of(w: FunctionWriter, x: Value, scale: float, precision: str) ->
     return w.generic(dims, [(x, dims)], w.empty_like(x, precision), body)
 
 
-def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.0, rounding: str = "f32",
-                 stored: str = "f32") -> Value:
-    """mod(scale·x), x rounded to `rounding` first, stored in `stored`."""
-    inputs = [(x, SCORE_ROLES)] + list(mod.inputs if mod else [])
+def _elementwise(w: FunctionWriter, x: Value, roles: Sequence[str], mod: Mod | None, scale: float = 1.0,
+                 rounding: str = "f32", stored: str = "f32") -> Value:
+    """mod(scale·x) over scores laid out as `roles`, x rounded to `rounding` first, stored in `stored`."""
+    inputs = [(x, roles)] + list(mod.inputs if mod else [])
 
     def body(b: FunctionWriter, block: list[Value]) -> Value:
         value = round_to(b, float_cast(b, block[0], "f32"), rounding)
@@ -386,7 +389,7 @@ def _elementwise(w: FunctionWriter, x: Value, mod: Mod | None, scale: float = 1.
         value = mod.apply(b, value, block[1:len(inputs)]) if mod else value
         return float_cast(b, value, stored)
 
-    return w.generic(SCORE_ROLES, inputs, w.empty_like(x, stored), body)
+    return w.generic(roles, inputs, w.empty_like(x, stored), body)
 
 
 def _softmax(w: FunctionWriter, logits: Value, roles, bias, precision: str) -> Value:

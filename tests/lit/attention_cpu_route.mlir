@@ -35,16 +35,24 @@ func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tenso
 
 // -----
 
-// Batch 2: b stays its own loop (merging it with h, as IREE does inside a dispatch, would copy
-// the cache here), and so do b and h in the tiles.
+// Batch 3: b stays its own loop (merging it with h, as IREE does inside a dispatch, would copy
+// the cache here), and so do b and h in the tiles. The scores are laid out h before b, so that
+// IREE cannot merge b and h in P·V either (it would rebuild the op without its tiles).
+// Q·Kᵀ's loops are (h, b, g, l, d): Q and K read (b, h), the scores are written (h, b); P·V's
+// are (b, h, g, e, l): P is read (h, b), V and the output (b, h).
 //       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 16, 0], vector_reduction = [0, 0, 0, 0, 16]>
 //       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 64, 0], vector_reduction = [0, 0, 0, 0, 4]>
-// CHECK-LABEL: func.func @decode_batch2
-//   CHECK-NOT:   tensor.collapse_shape %{{.*}} : tensor<2x2x32x16xf32>
-//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x2x4x16xf32>, tensor<2x2x32x16xf32>) outs(%{{.*}} : tensor<2x2x4x32xf32>) attrs = {compilation_info =
-func.func @decode_batch2(%q: tensor<2x8x1x16xf32>, %k: tensor<2x2x32x16xf32>, %v: tensor<2x2x32x16xf32>) -> tensor<2x8x1x16xf32> {
-  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<2x8x1x16xf32>, tensor<2x2x32x16xf32>, tensor<2x2x32x16xf32>) -> tensor<2x8x1x16xf32>
-  return %y : tensor<2x8x1x16xf32>
+//       CHECK: #[[SWAPPED:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d0, d2, d4)>
+//       CHECK: #[[K_MAP:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d0, d3, d4)>
+//       CHECK: #[[OUT_MAP:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3)>
+//       CHECK: #[[V_MAP:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d4, d3)>
+// CHECK-LABEL: func.func @decode_batch3
+//   CHECK-NOT:   tensor.collapse_shape %{{.*}} : tensor<3x2x32x16xf32>
+//       CHECK:   linalg.generic {indexing_maps = [#[[SWAPPED]], #[[K_MAP]], #[[OUT_MAP]]], {{.*}} ins(%{{.*}}, %{{.*}} : tensor<3x2x4x16xf32>, tensor<3x2x32x16xf32>) outs(%{{.*}} : tensor<2x3x4x32xf32>) attrs = {compilation_info =
+//       CHECK:   linalg.generic {indexing_maps = [#[[SWAPPED]], #[[V_MAP]], #[[OUT_MAP]]], {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x3x4x32xf32>, tensor<3x2x32x16xf32>) outs(%{{.*}} : tensor<3x2x4x16xf32>) attrs = {compilation_info =
+func.func @decode_batch3(%q: tensor<3x8x1x16xf32>, %k: tensor<3x2x32x16xf32>, %v: tensor<3x2x32x16xf32>) -> tensor<3x8x1x16xf32> {
+  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<3x8x1x16xf32>, tensor<3x2x32x16xf32>, tensor<3x2x32x16xf32>) -> tensor<3x8x1x16xf32>
+  return %y : tensor<3x8x1x16xf32>
 }
 
 // -----
