@@ -6,7 +6,8 @@ end); `iree-profile` decodes the bundle. Printed per model: each dispatch's medi
 over the calls, its share of the call, its workgroup count, and the bandwidth it reached if it
 read the bytes given for it (K or V of the valid rows for a decode's two contractions); per call,
 its span (first dispatch start to last dispatch end), the time some dispatch ran, and the rest
-(no dispatch running: a wait, a host readback, a worker waking up).
+(no dispatch running: a wait, a host readback, a worker waking up), and the two dispatches that
+most often started after such a wait, with how long it was.
 
     python -m benchmarks.dispatch_profile [--repeats 20] [--quick] [--only NAME]
 """
@@ -124,6 +125,18 @@ def busy_ns(call: list[dict]) -> int:
     return total
 
 
+def idle_before_ns(call: list[dict]) -> dict[str, int]:
+    """Per dispatch of the call, how long no dispatch had been running when it started (the
+    wait it came after: a host readback, a worker waking up)."""
+    idle, end = collections.defaultdict(int), None
+    for event in sorted(call, key=lambda e: e["start_host_time_ns"]):
+        start = event["start_host_time_ns"]
+        if end is not None and start > end:
+            idle[event["key"]] += start - end
+        end = max(end or 0, event["end_host_time_ns"])
+    return idle
+
+
 def report(case: Case, events: list[dict], repeats: int) -> None:
     calls = split_calls(events, repeats)
     spans = [(c[-1]["end_host_time_ns"] - c[0]["start_host_time_ns"]) / 1e6 for c in calls]
@@ -146,6 +159,15 @@ def report(case: Case, events: list[dict], repeats: int) -> None:
         rate = f"  {reads / (median * 1e-3) / 1e9:5.1f} GB/s" if reads else ""
         print(f"  {median:9.3f} ms (min {min(times):.3f})  {100 * median / span:4.0f}%  wg {workgroups[key]:>9}"
               f"{rate}  {key.split('$', 1)[-1]}")
+    waits = collections.defaultdict(list)  # key -> ms idle before it, per call
+    for call in calls:
+        idle = idle_before_ns(call)
+        for key in {event["key"] for event in call}:
+            waits[key].append(idle.get(key, 0) / 1e6)
+    for key, times in sorted(waits.items(), key=lambda item: -statistics.fmean(item[1]))[:2]:
+        times.sort()
+        print(f"  no dispatch running before {key.split('$', 1)[-1]}: median {statistics.median(times):.3f} ms, "
+              f"p90 {times[int(0.9 * (len(times) - 1))]:.3f}, max {times[-1]:.3f}")
     print(flush=True)
 
 

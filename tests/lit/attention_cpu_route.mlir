@@ -10,10 +10,12 @@
 // The two contractions carry their decode tiles (attention_tiles.cpu_decode_contraction_info) over
 // the loops but the unit ones (b = s = 1: operands collapsed, results expanded back): Q·Kᵀ over
 // (h, g, l, d) 4 rows × 16 keys per vector tile, 64 keys per workgroup, 16 head dims per step;
-// P·V over (h, g, e, l) 4 rows × 64 value dims, 4 keys per step.
+// P·V over (h, g, e, l) 4 rows × 64 value dims, 4 keys per step; both peel the key loop (a
+// remainder loop instead of masking every vector tile: the key count is dynamic in a model).
 //       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 16, 0], vector_reduction = [0, 0, 0, 16]>
 //       CHECK: #[[PV:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 64, 0], vector_reduction = [0, 0, 0, 4]>
-//       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[DOUBLE:.*]]>
+//       CHECK: #[[DOUBLE:.*]] = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>, {enable_loop_peeling}>
+//       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[DOUBLE]]>
 //       CHECK: #[[PV_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[PV]], translation_info = #[[DOUBLE]]>
 // CHECK-LABEL: func.func @decode
 //   CHECK-NOT:   iree_linalg_ext.attention
