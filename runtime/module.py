@@ -20,7 +20,7 @@ import numpy as np
 import iree.runtime as ireert
 
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.runtime import device_buffers, parameters, targets
+from kvattn.runtime import device_buffers, parameters, scheduling, targets
 from kvattn.runtime.manifest import REFLECTION_KEY, Manifest
 
 
@@ -99,13 +99,15 @@ class CompiledModule:
 
     def invoke(self, views: list[ireert.HalBufferView]) -> list[ireert.HalBufferView]:
         """Call the entry function on device buffers (in manifest input order); results stay on
-        the device. The module may update an argument's buffer in place."""
+        the device. The module may update an argument's buffer in place. The calling thread
+        waits without preempting IREE's workers (runtime/scheduling.py)."""
         arguments = ireert.VmVariantList(len(views))
         for view in views:
             arguments.push_ref(view)
         results = ireert.VmVariantList(len(self.manifest.outputs))
         try:
-            self._vm_context.invoke(self._function, arguments, results)
+            with scheduling.without_wakeup_preemption():
+                self._vm_context.invoke(self._function, arguments, results)
         except (RuntimeError, ValueError) as exc:  # the runtime's status, as either
             raise KvattnError(f"the module failed at run time: {_runtime_message(exc)}") from None
         return [results.get_as_object(i, ireert.HalBufferView) for i in range(len(self.manifest.outputs))]

@@ -1,10 +1,12 @@
 """The runtime: functional calls never touch the caller's arrays, inputs are checked against
-the manifest before dispatch, linear TensorScatter bounds are enforced up front, and a call the
-module refuses on the device is a clean error."""
+the manifest before dispatch, linear TensorScatter bounds are enforced up front, a call the
+module refuses on the device is a clean error, and a call waits under SCHED_BATCH."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -123,3 +125,38 @@ func.func @main(%n: tensor<1xi64>) -> tensor<1xi64> attributes {{
     with pytest.raises(KvattnError) as error:
         module.run({"n": np.array([9])})
     assert str(error.value) == "the module failed at run time: Attention node 'attn': nonpad_kv_seqlen exceeds the 8 keys"
+
+
+class _PolicyDuringCalls:
+    """A VM context that records the calling thread's scheduling policy at each call."""
+
+    def __init__(self, context):
+        self.context, self.policies = context, []
+
+    def invoke(self, *arguments):
+        self.policies.append(os.sched_getscheduler(0))
+        return self.context.invoke(*arguments)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+@pytest.mark.parametrize("policy", ["SCHED_OTHER", "SCHED_IDLE"])
+def test_call_waits_without_wakeup_preemption(decode_module, monkeypatch, policy):
+    """A SCHED_OTHER caller waits under SCHED_BATCH during the call and gets its policy back;
+    a caller under another policy (here SCHED_IDLE, which it could not leave unprivileged) is
+    left alone. Each case in its own thread, so the test's thread keeps its policy."""
+    recorder = _PolicyDuringCalls(decode_module._vm_context)
+    monkeypatch.setattr(decode_module, "_vm_context", recorder)
+    inputs = decode_inputs(np.random.default_rng(0))
+    seen = {}
+
+    def call():
+        os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))
+        decode_module.run(inputs)
+        seen["after"] = os.sched_getscheduler(0)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    during = os.SCHED_BATCH if policy == "SCHED_OTHER" else getattr(os, policy)
+    assert recorder.policies == [during]
+    assert seen["after"] == getattr(os, policy)
