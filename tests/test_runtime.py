@@ -150,13 +150,19 @@ def test_call_waits_without_wakeup_preemption(decode_module, monkeypatch, policy
     seen = {}
 
     def call():
-        os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))
+        try:
+            os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))
+        except OSError as exc:  # a sandbox that refuses policy changes: nothing to check
+            seen["refused"] = exc
+            return
         decode_module.run(inputs)
         seen["after"] = os.sched_getscheduler(0)
 
     thread = threading.Thread(target=call)
     thread.start()
     thread.join()
+    if "refused" in seen:
+        pytest.skip(f"this machine refuses {policy}: {seen['refused']}")
     during = os.SCHED_BATCH if policy == "SCHED_OTHER" else getattr(os, policy)
     assert recorder.policies == [during]
     assert seen["after"] == getattr(os, policy)
