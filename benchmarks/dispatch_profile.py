@@ -31,7 +31,7 @@ import onnx
 
 from benchmarks import models
 from benchmarks.decode_speed import FLOAT_BYTES, kvattn_compile
-from benchmarks.timing import machine
+from benchmarks.timing import Spread, machine
 
 
 @dataclasses.dataclass
@@ -165,9 +165,9 @@ def report(case: Case, events: list[dict], repeats: int) -> None:
         for key in {event["key"] for event in call}:
             waits[key].append(idle.get(key, 0) / 1e6)
     for key, times in sorted(waits.items(), key=lambda item: -statistics.fmean(item[1]))[:2]:
-        times.sort()
-        print(f"  no dispatch running before {key.split('$', 1)[-1]}: median {statistics.median(times):.3f} ms, "
-              f"p90 {times[int(0.9 * (len(times) - 1))]:.3f}, max {times[-1]:.3f}")
+        spread = Spread.of(times)
+        print(f"  no dispatch running before {key.split('$', 1)[-1]}: median {spread.median:.3f} ms, "
+              f"p90 {spread.p90:.3f}, max {max(times):.3f}")
     print(flush=True)
 
 

@@ -32,14 +32,19 @@ class Spread:
     median: float
     p90: float
 
+    @classmethod
+    def of(cls, samples) -> "Spread":
+        """min, median and 90th percentile of these milliseconds."""
+        ordered = sorted(samples)
+        return cls(ordered[0], statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))])
+
     def __str__(self) -> str:
         return f"{self.median:9.3f} ms (min {self.min:.3f}, p90 {self.p90:.3f})"
 
 
 def spread_ms(function, repeats: int, warmup: int = 3) -> Spread:
     """min, median and 90th percentile milliseconds of `function()` over `repeats` calls."""
-    samples = sorted(samples_ms(function, repeats, warmup))
-    return Spread(samples[0], statistics.median(samples), samples[min(len(samples) - 1, int(0.9 * len(samples)))])
+    return Spread.of(samples_ms(function, repeats, warmup))
 
 
 def machine() -> str:

@@ -222,8 +222,8 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
     does), the division. With `cpu_tiles`, a decode's two contractions carry llvm-cpu tile sizes
     (attention_tiles.cpu_decode_contraction_info), and at batch > 1 the intermediates are laid
     out h before b (attention_tiles.decode_score_roles) so that P·V keeps its tiles."""
-    roles = decode_score_roles(SCORE_ROLES, dict(zip(o.sizes.size, known(o.sizes.size.values())))) \
-        if cpu_tiles else SCORE_ROLES
+    pv_loops = o.out_roles + ("l",)
+    roles = decode_score_roles(SCORE_ROLES, pv_loops, _static(o.sizes.size)) if cpu_tiles else SCORE_ROLES
     score_sizes = [o.sizes.size[r] for r in roles]
     if input_precision != "f32":
         o = o.float_keys_and_values(w)
@@ -263,7 +263,7 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
         weight = round_to(b, float_cast(b, block[0], "f32"), input_precision)
         return b.binary("addf", block[2], b.binary("mulf", weight, _as_f32(b, block[1])))
 
-    output = _contraction(w, o.out_roles + ("l",), [(probabilities, roles), (o.value, o.value_roles)],
+    output = _contraction(w, pv_loops, [(probabilities, roles), (o.value, o.value_roles)],
                           o.out_roles, "l", weighted_add, o.sizes.size, cpu_tiles)
     if o.value_dequantization:
         output = _dequantized_sums(w, output, o.out_roles, o.value_dequantization, (probabilities, roles), "l")
@@ -278,7 +278,7 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
     (operands collapsed, the result expanded back): IREE drops the config of an op whose unit
     dims it folds away."""
     out_sizes = [size[r] for r in out_roles]
-    static = dict(zip(size, known(size.values())))
+    static = _static(size)
     config = cpu_decode_contraction_info(loops, reduced, static) if cpu_tiles else None
     if config is None:
         return w.generic(loops, inputs, w.fill(w.constant(0.0, "f32"), out_sizes), body, reduction_dims=(reduced,))
@@ -297,6 +297,11 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
     if len(out_kept) == len(out_roles):
         return result
     return w.expand_shape(result, _reassociation(out_roles, kept), out_sizes)
+
+
+def _static(size: dict) -> dict[str, int | None]:
+    """The sizes known at compile time (None where a size is a run-time Value)."""
+    return dict(zip(size, known(size.values())))
 
 
 def _reassociation(roles: Sequence[str], kept: Sequence[str]) -> list[list[int]]:

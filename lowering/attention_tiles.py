@@ -134,14 +134,14 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
                              {**dict.fromkeys(loops, 0), **step}, "DoubleTilingExpert", peel=True)
 
 
-def decode_score_roles(roles: Sequence[str], size: dict[str, int | None]) -> tuple[str, ...]:
+def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
+                       size: dict[str, int | None]) -> tuple[str, ...]:
     """The layout of a decode's scores, `roles` (b, h, g, s, l) with h moved before b when the
-    decode's P·V gets tiles at batch > 1. With b and h in the same order in P and V (and the
-    output), IREE's CollapseDimensions merges them into one loop inside P·V's dispatch and
-    rebuilds the op without its config; with P laid out h before b they stay two loops and the
-    tiles stay. Measured per dispatch (benchmarks.dispatch_profile, batch 4, capacity 4096, a
+    decode's P·V (a contraction over `value_loops`) gets tiles at batch > 1. With b and h in
+    the same order in P and V (and the output), IREE's CollapseDimensions merges them into one
+    loop inside P·V's dispatch and rebuilds the op without its config; with P laid out h before
+    b they stay two loops and the tiles stay. Measured per dispatch (benchmarks.dispatch_profile, batch 4, capacity 4096, a
     2-core Xeon, IREE 3.13): P·V 5.14 → 3.07 ms at 4000 valid keys, 0.66 → 0.54 ms at 1025."""
-    value_loops = ("b", "h", "g", "s", "e", "l")
     if size["b"] in (None, 0, 1) or cpu_decode_contraction_info(value_loops, "l", size) is None:
         return tuple(roles)
     rest = [r for r in roles if r not in ("b", "h")]
