@@ -21,7 +21,8 @@ scf.if) when the sizes are dynamic. Measured with IREE 3.13 on a 2-core EPYC (32
 9.7 ms unfused (IREE streams the two matvec-like contractions near the copy rate); prefill 128 /
 512 / 1024 / 2048: fused 2.6 / 45 / 164 / 704 ms, unfused 1.1 / 27 / 172 / 883 ms.
 In a decode with static sizes but the key count, the unfused route's Q·Kᵀ and P·V carry llvm-cpu
-tiles (attention_tiles.cpu_decode_contraction_info; `_contraction`).
+tiles (attention_tiles.cpu_decode_contraction_info; `_contraction`), in a static prefill its Q·Kᵀ
+(attention_tiles.cpu_prefill_scores_info).
 The fused op stays for reduced-precision matmul inputs (--attention-precision). Quantized K and
 V (fused Q/DQ) arrive as stored, with their Dequantization: the fused op dequantizes them next
 to it (IREE fuses that into its dispatch), the unfused route inside its two contractions, so a
@@ -37,7 +38,7 @@ from typing import Callable, Sequence
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
 from kvattn.lowering.attention_tiles import (FEW_QUERIES, cpu_compilation_info, cpu_decode_contraction_info,
-                                             decode_contraction_loops, decode_score_roles)
+                                             cpu_prefill_scores_info, decode_score_roles, tiled_contraction_loops)
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known, tensor_type
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import Dequantization, dequantize_in_roles, to_float
@@ -273,17 +274,22 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
 def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple[Value, Sequence[str]]],
                  out_roles: Sequence[str], reduced: str, body, size: dict, cpu_tiles: bool) -> Value:
     """Σ over `reduced` of body(inputs), accumulated in f32 from 0: a linalg.generic over `loops`.
-    With `cpu_tiles` and a decode's sizes it carries llvm-cpu tiles
-    (attention_tiles.cpu_decode_contraction_info) and is written without the static unit dims
+    With `cpu_tiles` and a decode's sizes (or a prefill's, for Q·Kᵀ) it carries llvm-cpu tiles
+    (attention_tiles.cpu_decode_contraction_info, cpu_prefill_scores_info) and is written without the static unit dims
     (operands collapsed, the result expanded back): IREE drops the config of an op whose unit
     dims it folds away."""
     out_sizes = [size[r] for r in out_roles]
     static = _static(size)
-    config = cpu_decode_contraction_info(loops, reduced, static) if cpu_tiles else None
+    config = None
+    if cpu_tiles:
+        config = cpu_decode_contraction_info(loops, reduced, static)
+        if config is None and reduced == "d":
+            config = cpu_prefill_scores_info(loops, static, {value.type.element for value, _ in inputs})
     if config is None:
         return w.generic(loops, inputs, w.fill(w.constant(0.0, "f32"), out_sizes), body, reduction_dims=(reduced,))
-    kept = decode_contraction_loops(loops, static)
-    w.note(f"{'Q·Kᵀ' if reduced == 'd' else 'P·V'} with llvm-cpu decode tiles over loops ({', '.join(kept)})")
+    kept = tiled_contraction_loops(loops, static)
+    kind = "decode" if static["s"] < FEW_QUERIES else "prefill"
+    w.note(f"{'Q·Kᵀ' if reduced == 'd' else 'P·V'} with llvm-cpu {kind} tiles over loops ({', '.join(kept)})")
 
     def collapsed(value: Value, roles: Sequence[str]) -> tuple[Value, list[str]]:
         kept_roles = [r for r in roles if r in kept]

@@ -1,5 +1,6 @@
 """Per-shape CPU tile sizes (a `compilation_info` on the op) for the fused attention, and for the
-unfused route's two contractions in a decode (`cpu_decode_contraction_info`).
+unfused route's two contractions in a decode (`cpu_decode_contraction_info`) and its Q·Kᵀ in a
+prefill (`cpu_prefill_scores_info`).
 
 IREE's default CPU tiling for iree_linalg_ext.attention reduces over 2 keys at a time and
 leaves decode ~50× and prefill ~40× above what a tuned config reaches (measured with IREE 3.13
@@ -27,7 +28,7 @@ The config's 8×8×head vectors need `--iree-llvmcpu-fail-on-large-vector=false`
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 from kvattn.lowering.attention_operands import DIMS
 
@@ -40,6 +41,9 @@ FEW_QUERIES = ROWS  # a dynamic query count below this takes the decode tiles (c
 DECODE_ROWS = 4  # query rows per vector tile
 QK_KEYS_PER_WORKGROUP, QK_KEYS_PER_VECTOR, QK_HEAD_STEP = 64, 16, 16
 PV_VALUE_TILE, PV_KEY_STEP = 64, 4
+# The unfused route's prefill Q·Kᵀ (cpu_prefill_scores_info); the workgroup is IREE's default
+PREFILL_QK_ROWS, PREFILL_QK_KEYS, PREFILL_QK_HEAD_STEP = 16, 16, 4
+PREFILL_QK_WORKGROUP = {"h": 4, "g": 4, "s": 64, "l": 64}
 
 
 def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -101,7 +105,7 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
 def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[str, int | None]) -> str | None:
     """The compilation_info attribute for one of the unfused route's two contractions in a decode
     (fewer than FEW_QUERIES queries; else None): Q·Kᵀ (`reduced` "d") or P·V (`reduced` "l"), a
-    linalg.generic over the non-unit dims of `loops` (`decode_contraction_loops`); None (IREE's
+    linalg.generic over the non-unit dims of `loops` (`tiled_contraction_loops`); None (IREE's
     defaults) when a size other than the key count is dynamic (or zero).
     IREE's defaults in the decode model (32/8 heads, head 128; `--iree-hal-dump-executable-
     configurations-to`): P·V 4 rows × 16 value dims (32 for an int8 V), 16 keys per step; Q·Kᵀ 4
@@ -129,9 +133,32 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
         distribution = parallel = {"e": PV_VALUE_TILE, "l": 0}
         step = {"l": PV_KEY_STEP}
     ones = dict.fromkeys(loops, 1)
-    groups = [(dim,) for dim in decode_contraction_loops(loops, size)]
+    groups = [(dim,) for dim in tiled_contraction_loops(loops, size)]
     return _compilation_info(groups, {**ones, **whole_rows, **distribution}, {**ones, **rows, **parallel},
                              {**dict.fromkeys(loops, 0), **step}, "DoubleTilingExpert", peel=True)
+
+
+def cpu_prefill_scores_info(loops: Sequence[str], size: dict[str, int | None], elements: Collection[str]) -> str | None:
+    """The compilation_info attribute for the unfused route's Q·Kᵀ in a prefill (a contraction
+    over "d" of Q and K whose `elements` are f32, with ≥ PREFILL_QK_ROWS queries and all sizes static; else
+    None): 16 queries × 16 keys per vector tile, 4 head dims per step, over the non-unit dims of
+    `loops`. IREE's default (8 queries × 16 keys, 16 head dims per step) transposes each 16 × 16
+    K tile in registers for 8 rows; 16 rows share each transpose (8 × 32 × 4 and 16 × 16 × 8 were
+    slower, 16 × 32 spills). Measured per dispatch (benchmarks.dispatch_profile, causal prefill,
+    32/8 heads, head 128, 64-query blocks, a 2-core Xeon, IREE 3.13): 64 × 512 keys 1.60–1.65 →
+    1.37–1.47 ms, 64 × 2048 keys 7.2–7.6 → 6.5–6.6 ms; whole calls (A/B twice, medians) prefill
+    512 19.1–20.1 → 17.5–17.9 ms, 2048 302–303 → 265–271 ms. IREE keeps the config where g and s
+    stay two loops in the dispatch (a mask or a query block's bias read over (s, l), or g = 1).
+    Only the score contraction: IREE merges P·V's g and s (every operand reads them together)
+    and would rebuild it without a config."""
+    if (set(elements) != {"f32"} or any(size[dim] in (None, 0) for dim in loops)
+            or size["s"] < PREFILL_QK_ROWS):
+        return None
+    ones = dict.fromkeys(loops, 1)
+    groups = [(dim,) for dim in tiled_contraction_loops(loops, size)]
+    return _compilation_info(groups, {**ones, **PREFILL_QK_WORKGROUP, "d": 0},
+                             {**ones, "s": PREFILL_QK_ROWS, "l": PREFILL_QK_KEYS, "d": 0},
+                             {**dict.fromkeys(loops, 0), "d": PREFILL_QK_HEAD_STEP}, "DoubleTilingExpert", peel=True)
 
 
 def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
@@ -148,8 +175,8 @@ def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
     return ("h", "b", *rest)
 
 
-def decode_contraction_loops(loops: Sequence[str], size: dict[str, int | None]) -> list[str]:
-    """The loops a tiled decode contraction is written over: its dims but the static unit ones,
+def tiled_contraction_loops(loops: Sequence[str], size: dict[str, int | None]) -> list[str]:
+    """The loops a tiled contraction (decode or prefill) is written over: its dims but the static unit ones,
     each its own loop. (IREE rebuilds an op without its config when it drops unit dims; merging
     b and h too, as IREE does inside a dispatch, would copy the key-sliced cache outside one.)"""
     return [dim for dim in loops if size[dim] != 1]

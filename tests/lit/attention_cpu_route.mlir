@@ -59,6 +59,23 @@ func.func @decode_batch3(%q: tensor<3x8x1x16xf32>, %k: tensor<3x2x32x16xf32>, %v
 
 // -----
 
+// A prefill of 64 queries with a mask, static: Q·Kᵀ carries the prefill tiles
+// (attention_tiles.cpu_prefill_scores_info) over (h, g, s, l, d), 16 queries × 16 keys per vector
+// tile, 4 head dims per step, peeled; P·V keeps IREE's defaults (IREE merges its g and s).
+//       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [4, 4, 64, 64, 0], vector_common_parallel = [1, 1, 16, 16, 0], vector_reduction = [0, 0, 0, 0, 4]>
+//       CHECK: #[[PEELED:.*]] = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>, {enable_loop_peeling}>
+//       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[PEELED]]>
+// CHECK-LABEL: func.func @prefill_with_mask
+//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x2x64x16xf32>, tensor<2x64x16xf32>) outs(%{{.*}} : tensor<2x2x64x64xf32>) attrs = {compilation_info = #[[QK_INFO]]}
+//   CHECK-NOT:   compilation_info
+//       CHECK:   return
+func.func @prefill_with_mask(%q: tensor<1x4x64x16xf32>, %k: tensor<1x2x64x16xf32>, %v: tensor<1x2x64x16xf32>, %m: tensor<64x64xf32>) -> tensor<1x4x64x16xf32> {
+  %y = "kvattn.attention"(%q, %k, %v, %m) {onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x4x64x16xf32>, tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32>, tensor<64x64xf32>) -> tensor<1x4x64x16xf32>
+  return %y : tensor<1x4x64x16xf32>
+}
+
+// -----
+
 // A prompt of 1024 queries over 1024 keys (not causal: a causal one would be split into query
 // blocks, causal_blocks.mlir): B·Hkv·G·S·L = 8·1024·1024 = SCORE_BUDGET scores,
 // still materialized.
