@@ -282,7 +282,7 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
     static = _static(size)
     config = None
     if cpu_tiles:
-        config = cpu_decode_contraction_info(loops, reduced, static)
+        config = cpu_decode_contraction_info(loops, reduced, static, inputs[1][0].type.element)  # K in Q·Kᵀ
         if config is None and reduced == "d":
             config = cpu_prefill_scores_info(loops, static, {value.type.element for value, _ in inputs})
     if config is None:
