@@ -38,7 +38,8 @@ from typing import Callable, Sequence
 from kvattn.lowering.attention_bias import bias_row_max, zero_fully_masked_rows
 from kvattn.lowering.attention_operands import DIMS, AttentionSizes, convert, float_cast
 from kvattn.lowering.attention_tiles import (FEW_QUERIES, cpu_compilation_info, cpu_decode_contraction_info,
-                                             cpu_prefill_scores_info, decode_score_roles, tiled_contraction_loops)
+                                             cpu_prefill_scores_info, cpu_prefill_values_info, decode_score_roles,
+                                             tiled_contraction_loops)
 from kvattn.lowering.mlir_text import FunctionWriter, Value, affine_map, known, tensor_type
 from kvattn.lowering.options import LoweringOptions
 from kvattn.lowering.quantization import Dequantization, dequantize_in_roles, to_float
@@ -274,22 +275,28 @@ def unfused_attention(w: FunctionWriter, o: Operands, bias, score_mod: Mod | Non
 def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple[Value, Sequence[str]]],
                  out_roles: Sequence[str], reduced: str, body, size: dict, cpu_tiles: bool) -> Value:
     """Σ over `reduced` of body(inputs), accumulated in f32 from 0: a linalg.generic over `loops`.
-    With `cpu_tiles` and a decode's sizes (or a prefill's, for Q·Kᵀ) it carries llvm-cpu tiles
-    (attention_tiles.cpu_decode_contraction_info, cpu_prefill_scores_info) and is written without the static unit dims
-    (operands collapsed, the result expanded back): IREE drops the config of an op whose unit
-    dims it folds away."""
+    With `cpu_tiles` and a decode's or a prefill's sizes it carries llvm-cpu tiles
+    (attention_tiles.cpu_decode_contraction_info, cpu_prefill_scores_info, cpu_prefill_values_info)
+    and is written without the static unit dims (operands collapsed, the result expanded back):
+    IREE drops the config of an op whose unit dims it folds away. A prefill's P·V is written over
+    g·s as one loop (s collapsed into g), where every operand reads them next to each other."""
     out_sizes = [size[r] for r in out_roles]
     static = _static(size)
-    config = None
+    config, merged_rows = None, False
     if cpu_tiles:
         config = cpu_decode_contraction_info(loops, reduced, static, inputs[1][0].type.element)  # K in Q·Kᵀ
+        elements = {value.type.element for value, _ in inputs}
         if config is None and reduced == "d":
-            config = cpu_prefill_scores_info(loops, static, {value.type.element for value, _ in inputs})
+            config = cpu_prefill_scores_info(loops, static, elements)
+        elif config is None and _rows_read_together([loops, out_roles] + [roles for _, roles in inputs]):
+            config, merged_rows = cpu_prefill_values_info(loops, static, elements), True
     if config is None:
         return w.generic(loops, inputs, w.fill(w.constant(0.0, "f32"), out_sizes), body, reduction_dims=(reduced,))
-    kept = tiled_contraction_loops(loops, static)
+    groups = tiled_contraction_loops(loops, static, merged_rows)
+    kept = [group[0] for group in groups]  # a merged loop is named by its first dim
     kind = "decode" if static["s"] < FEW_QUERIES else "prefill"
-    w.note(f"{'Q·Kᵀ' if reduced == 'd' else 'P·V'} with llvm-cpu {kind} tiles over loops ({', '.join(kept)})")
+    w.note(f"{'Q·Kᵀ' if reduced == 'd' else 'P·V'} with llvm-cpu {kind} tiles over loops "
+           f"({', '.join('·'.join(group) for group in groups)})")
 
     def collapsed(value: Value, roles: Sequence[str]) -> tuple[Value, list[str]]:
         kept_roles = [r for r in roles if r in kept]
@@ -297,12 +304,21 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
                 kept_roles)
 
     out_kept = [r for r in out_roles if r in kept]
-    init = w.fill(w.constant(0.0, "f32"), [size[r] for r in out_kept])
+    init = w.fill(w.constant(0.0, "f32"), [w.product([out_sizes[axis] for axis in axes])
+                                           for axes in _reassociation(out_roles, kept)])
     result = w.generic(kept, [collapsed(value, roles) for value, roles in inputs], init, body,
                        reduction_dims=(reduced,), init_results=out_kept, compilation_info=config)
     if len(out_kept) == len(out_roles):
         return result
     return w.expand_shape(result, _reassociation(out_roles, kept), out_sizes)
+
+
+def _rows_read_together(role_lists: Sequence[Sequence[str]]) -> bool:
+    """Whether each of `role_lists` that has g or s has both, s right after g."""
+    def together(roles: Sequence[str]) -> bool:
+        roles = list(roles)
+        return "g" in roles and roles.index("g") + 1 < len(roles) and roles[roles.index("g") + 1] == "s"
+    return all(together(roles) for roles in role_lists if "g" in roles or "s" in roles)
 
 
 def _static(size: dict) -> dict[str, int | None]:

@@ -45,6 +45,9 @@ PV_VALUE_TILE, PV_KEY_STEP = 64, 4
 # The unfused route's prefill Q·Kᵀ (cpu_prefill_scores_info); the workgroup is IREE's default
 PREFILL_QK_ROWS, PREFILL_QK_KEYS, PREFILL_QK_HEAD_STEP = 16, 16, 4
 PREFILL_QK_WORKGROUP = {"h": 4, "g": 4, "s": 64, "l": 64}
+# ... and its P·V (cpu_prefill_values_info), over g·s as one row loop; the workgroup is IREE's default
+PREFILL_PV_ROWS, PREFILL_PV_VALUES, PREFILL_PV_KEY_STEP = 8, 32, 1
+PREFILL_PV_WORKGROUP = {"h": 4, "g": 1, "s": 64, "e": 64}
 
 
 def iree_loop_groups(size: dict[str, int | None], operand_roles: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -141,7 +144,7 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
         distribution = parallel = {"e": PV_VALUE_TILE, "l": 0}
         step = {"l": PV_KEY_STEP}
     ones = dict.fromkeys(loops, 1)
-    groups = [(dim,) for dim in tiled_contraction_loops(loops, size)]
+    groups = tiled_contraction_loops(loops, size)
     return _compilation_info(groups, {**ones, **whole_rows, **distribution}, {**ones, **rows, **parallel},
                              {**dict.fromkeys(loops, 0), **step}, "DoubleTilingExpert", peel=True)
 
@@ -163,10 +166,33 @@ def cpu_prefill_scores_info(loops: Sequence[str], size: dict[str, int | None], e
             or size["s"] < PREFILL_QK_ROWS):
         return None
     ones = dict.fromkeys(loops, 1)
-    groups = [(dim,) for dim in tiled_contraction_loops(loops, size)]
+    groups = tiled_contraction_loops(loops, size)
     return _compilation_info(groups, {**ones, **PREFILL_QK_WORKGROUP, "d": 0},
                              {**ones, "s": PREFILL_QK_ROWS, "l": PREFILL_QK_KEYS, "d": 0},
                              {**dict.fromkeys(loops, 0), "d": PREFILL_QK_HEAD_STEP}, "DoubleTilingExpert", peel=True)
+
+
+def cpu_prefill_values_info(loops: Sequence[str], size: dict[str, int | None], elements: Collection[str]) -> str | None:
+    """The compilation_info attribute for the unfused route's P·V in a prefill (a contraction over
+    "l" of f32 probabilities and V, `elements`, with ≥ PREFILL_QK_ROWS queries and all sizes static;
+    else None), written over g·s as one row loop (`tiled_contraction_loops` with `merged_rows`:
+    IREE merges them anyway, as every operand reads them together, and would rebuild the op
+    without its config): 8 rows × 32 value dims per vector tile, 1 key per step (IREE's default:
+    8 × 16, 16 keys per step). Measured per dispatch (benchmarks.dispatch_profile, causal prefill
+    512, 32/8 heads, head 128, 64-query blocks, a 2-core Xeon, IREE 3.13): 256 rows × 512 keys
+    1.26–1.32 → 1.02–1.03 ms (A/B twice: 1.31–1.52 → 1.07–1.08, the call's span 19.8–20.0 →
+    17.4–18.1 ms); 8 × 32 × 2, 4 × 64, 8 × 64, 16 × 16 (× 1) and 16 × 16 × 4 were no faster,
+    8 × 48 27 ms (not a power of two). Whole calls, A/B twice, median (min) of 6: prefill 2048
+    284 / 264 (279 / 260) → 261 / 252 (253 / 248) ms. At batch > 1 IREE merges b and h too (every
+    operand reads them together) and P·V runs on its defaults."""
+    if (set(elements) != {"f32"} or any(size[dim] in (None, 0) for dim in loops)
+            or size["s"] < PREFILL_QK_ROWS):
+        return None
+    ones = dict.fromkeys(loops, 1)
+    groups = tiled_contraction_loops(loops, size, merged_rows=True)
+    return _compilation_info(groups, {**ones, **PREFILL_PV_WORKGROUP, "l": 0},
+                             {**ones, "s": PREFILL_PV_ROWS, "e": PREFILL_PV_VALUES, "l": 0},
+                             {**dict.fromkeys(loops, 0), "l": PREFILL_PV_KEY_STEP}, "DoubleTilingExpert", peel=True)
 
 
 def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
@@ -183,11 +209,18 @@ def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
     return ("h", "b", *rest)
 
 
-def tiled_contraction_loops(loops: Sequence[str], size: dict[str, int | None]) -> list[str]:
-    """The loops a tiled contraction (decode or prefill) is written over: its dims but the static unit ones,
-    each its own loop. (IREE rebuilds an op without its config when it drops unit dims; merging
+def tiled_contraction_loops(loops: Sequence[str], size: dict[str, int | None],
+                            merged_rows: bool = False) -> list[tuple[str, ...]]:
+    """The loops a tiled contraction (decode or prefill) is written over, each as the dims it
+    spans: its dims but the static unit ones, each its own loop; with `merged_rows`, s joins g in
+    one loop when both are there (the caller has checked that every operand reads them next to
+    each other, g first). (IREE rebuilds an op without its config when it drops unit dims; merging
     b and h too, as IREE does inside a dispatch, would copy the key-sliced cache outside one.)"""
-    return [dim for dim in loops if size[dim] != 1]
+    groups = [(dim,) for dim in loops if size[dim] != 1]
+    if merged_rows and ("g",) in groups and ("s",) in groups:
+        groups.remove(("s",))
+        groups[groups.index(("g",))] = ("g", "s")
+    return groups
 
 
 def _compilation_info(groups, distribution: dict[str, int], parallel: dict[str, int], reduction: dict[str, int],

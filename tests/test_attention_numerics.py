@@ -75,12 +75,12 @@ CONFIGS = {
     "causal_query_blocks_3d_float_mask_softcap": Config(rank=3, q_heads=2, kv_heads=1, query_len=260, kv_len=260,
                                                         mask=((260, 260), "float"),
                                                         attrs={"is_causal": 1, "softcap": 2.0}),
-    # Prefills of >= 16 queries: Q·Kᵀ takes llvm-cpu's prefill tiles (16 queries × 16 keys, 4 head
-    # dims per step) where g and s stay two loops (a mask over (s, l)); sizes the tiles do not divide.
-    "prefill_scores_tiles_odd_sizes": Config(q_heads=6, kv_heads=3, query_len=37, kv_len=45, head=6,
-                                             mask=((37, 45), "float")),
-    "prefill_scores_tiles_batch_past_bool_mask": Config(batch=2, q_heads=4, kv_heads=2, query_len=20, kv_len=20,
-                                                        past=7, mask=((2, 1, 20, 27), "bool")),
+    # Prefills of >= 16 queries: llvm-cpu's prefill tiles on Q·Kᵀ (where g and s stay two loops: a
+    # mask over (s, l)) and on P·V (over g·s, batch 1); sizes the tiles do not divide.
+    "prefill_tiles_odd_sizes": Config(q_heads=6, kv_heads=3, query_len=37, kv_len=45, head=6,
+                                      mask=((37, 45), "float")),
+    "prefill_tiles_batch_past_bool_mask": Config(batch=2, q_heads=4, kv_heads=2, query_len=20, kv_len=20,
+                                                 past=7, mask=((2, 1, 20, 27), "bool")),
     "fp16_3d_past_causal_scale": Config(rank=3, q_heads=6, kv_heads=2, query_len=3, kv_len=4, past=5,
                                         dtype=np.float16, attrs={"is_causal": 1, "scale": 0.2}, opset=23),
     "bf16_decode_nonpad_window": Config(batch=2, q_heads=4, kv_heads=1, query_len=1, kv_len=12, nonpad=(7, 12),

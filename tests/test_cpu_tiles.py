@@ -44,10 +44,11 @@ def test_decode_contractions_keep_their_tiles_in_their_dispatches(batch):
 @pytest.mark.parametrize("length, q_heads, kv_heads", [(256, 4, 2), (64, 4, 4)])
 def test_prefill_scores_keep_their_tiles_where_g_and_s_stay_two_loops(length, q_heads, kv_heads):
     """A causal prefill in query blocks (its Q·Kᵀ dispatch reads the block's bias over (s, l)), and
-    one without a query group (g = 1, dropped): each Q·Kᵀ carries the prefill tiles, no P·V does."""
+    one without a query group (g = 1, dropped): each Q·Kᵀ and each P·V (over g·s) carries the
+    prefill tiles."""
     sources, _ = compile_to_stage(_causal_prefill(length, q_heads, kv_heads), "executable-sources")
     steps = [re.search(r"vector_reduction = \[(?:0, )*(\d+)\]", text) for text in _contractions(sources)]
     blocks = len(steps) // 2  # a Q·Kᵀ and a P·V per query block (causal_blocks splits ≥ 256 queries)
     assert blocks > 1 if length == 256 else blocks == 1
-    assert sorted(step.group(1) if step else "no config" for step in steps) == (
-        [str(attention_tiles.PREFILL_QK_HEAD_STEP)] * blocks + ["no config"] * blocks)
+    assert sorted(step.group(1) if step else "no config" for step in steps) == sorted(
+        [str(attention_tiles.PREFILL_QK_HEAD_STEP)] * blocks + [str(attention_tiles.PREFILL_PV_KEY_STEP)] * blocks)

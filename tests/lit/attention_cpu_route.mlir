@@ -74,13 +74,18 @@ func.func @decode_int8_cache(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xi8>,
 
 // A prefill of 64 queries with a mask, static: Q·Kᵀ carries the prefill tiles
 // (attention_tiles.cpu_prefill_scores_info) over (h, g, s, l, d), 16 queries × 16 keys per vector
-// tile, 4 head dims per step, peeled; P·V keeps IREE's defaults (IREE merges its g and s).
+// tile, 4 head dims per step; P·V (cpu_prefill_values_info) over (h, g·s, e, l): the probabilities
+// and the output collapsed to 2·64 rows, 8 rows × 32 value dims, 1 key per step. Both peeled.
 //       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [4, 4, 64, 64, 0], vector_common_parallel = [1, 1, 16, 16, 0], vector_reduction = [0, 0, 0, 0, 4]>
+//       CHECK: #[[PV:.*]] = #iree_cpu.lowering_config<distribution = [4, 64, 64, 0], vector_common_parallel = [1, 8, 32, 0], vector_reduction = [0, 0, 0, 1]>
 //       CHECK: #[[PEELED:.*]] = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>, {enable_loop_peeling}>
 //       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[PEELED]]>
+//       CHECK: #[[PV_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[PV]], translation_info = #[[PEELED]]>
 // CHECK-LABEL: func.func @prefill_with_mask
 //       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x2x64x16xf32>, tensor<2x64x16xf32>) outs(%{{.*}} : tensor<2x2x64x64xf32>) attrs = {compilation_info = #[[QK_INFO]]}
-//   CHECK-NOT:   compilation_info
+//       CHECK:   %[[P:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0, 1], [2, 3], [4]] : tensor<1x2x2x64x64xf32> into tensor<2x128x64xf32>
+//       CHECK:   %[[PV_OUT:.*]] = linalg.generic {{.*}} ins(%[[P]], %{{.*}} : tensor<2x128x64xf32>, tensor<2x64x16xf32>) outs(%{{.*}} : tensor<2x128x16xf32>) attrs = {compilation_info = #[[PV_INFO]]}
+//       CHECK:   tensor.expand_shape %[[PV_OUT]] {{\[}}[0, 1], [2, 3], [4]] output_shape [1, 2, 2, 64, 16] : tensor<2x128x16xf32> into tensor<1x2x2x64x16xf32>
 //       CHECK:   return
 func.func @prefill_with_mask(%q: tensor<1x4x64x16xf32>, %k: tensor<1x2x64x16xf32>, %v: tensor<1x2x64x16xf32>, %m: tensor<64x64xf32>) -> tensor<1x4x64x16xf32> {
   %y = "kvattn.attention"(%q, %k, %v, %m) {onnx_node = "prefill", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x4x64x16xf32>, tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32>, tensor<64x64xf32>) -> tensor<1x4x64x16xf32>
