@@ -284,7 +284,7 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
     static = _static(size)
     config, merged_rows = None, False
     if cpu_tiles:
-        config = cpu_decode_contraction_info(loops, reduced, static, inputs[1][0].type.element)  # K in Q·Kᵀ
+        config = cpu_decode_contraction_info(loops, reduced, static, inputs[1][0].type.element)  # K or V
         elements = {value.type.element for value, _ in inputs}
         if config is None and reduced == "d":
             config = cpu_prefill_scores_info(loops, static, elements)

@@ -39,9 +39,8 @@ ROWS_PER_WORKGROUP = 64
 FEW_QUERIES = ROWS  # a dynamic query count below this takes the decode tiles (chosen at run time)
 # The unfused route's decode contractions (cpu_decode_contraction_info)
 DECODE_ROWS = 4  # query rows per vector tile
-QK_KEYS_PER_WORKGROUP, QK_KEYS_PER_VECTOR = 64, 16
-QK_HEAD_STEP, QK_HEAD_STEP_NARROW_K = 4, 16  # head dims per step: an f32 K; an int8/fp8 K
-PV_VALUE_TILE, PV_KEY_STEP = 64, 4
+QK_KEYS_PER_WORKGROUP, QK_KEYS_PER_VECTOR, QK_HEAD_STEP = 64, 16, 16
+PV_VALUE_TILE, PV_VALUE_TILE_NARROW_V, PV_KEY_STEP = 128, 64, 4  # value dims: an f32 V; an int8/fp8 V
 # The unfused route's prefill Q·Kᵀ (cpu_prefill_scores_info); the workgroup is IREE's default
 PREFILL_QK_ROWS, PREFILL_QK_KEYS, PREFILL_QK_HEAD_STEP = 16, 16, 4
 PREFILL_QK_WORKGROUP = {"h": 4, "g": 4, "s": 64, "l": 64}
@@ -107,10 +106,10 @@ def cpu_compilation_info(size: dict[str, int | None], operand_roles: list[tuple[
 
 
 def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[str, int | None],
-                                key_element: str = "f32") -> str | None:
+                                cache_element: str = "f32") -> str | None:
     """The compilation_info attribute for one of the unfused route's two contractions in a decode
-    (fewer than FEW_QUERIES queries; else None): Q·Kᵀ (`reduced` "d", over a K of `key_element`)
-    or P·V (`reduced` "l"), a linalg.generic over the non-unit dims of `loops`
+    (fewer than FEW_QUERIES queries; else None): Q·Kᵀ (`reduced` "d") or P·V (`reduced` "l") over
+    a K or V of `cache_element`, a linalg.generic over the non-unit dims of `loops`
     (`tiled_contraction_loops`); None (IREE's defaults) when a size other than the key count is
     dynamic (or zero).
     IREE's defaults in the decode model (32/8 heads, head 128; `--iree-hal-dump-executable-
@@ -118,12 +117,16 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
     rows × 16 keys (64 per workgroup), 16 head dims per step for an f32 K (kept here), 32 keys
     for an int8 K, which transposes twice the tile. Measured per dispatch
     (benchmarks.dispatch_profile, 4000 valid keys, a 2-core Xeon, IREE 3.13): P·V 0.65 → 0.36 ms,
-    int8 Q·Kᵀ 0.69 → 0.47 ms, f32 Q·Kᵀ unchanged (0.57 → 0.59).
-    An f32 K then steps over 4 head dims instead of 16 (16 × 4 K tiles to transpose): per Q·Kᵀ
-    dispatch at 16384 / 16000 valid 6.3–7.0 → 5.5–6.3 ms over five A/B runs (batch 4, 4000 valid
-    6.48–6.51 → 5.55–5.90), within the noise at 1025 and 4000 valid; an int8 K keeps 16 (with 4:
-    0.35 → 0.48 ms at 4000 valid). 64 keys × 4 head dims per vector step was faster still from
-    DRAM (5.25 ms) but 40% slower with K in cache (1025 valid 0.13–0.14 → 0.19–0.23 ms).
+    int8 Q·Kᵀ 0.69 → 0.47 ms, f32 Q·Kᵀ unchanged (0.57 → 0.59) (P·V then took 64 value dims).
+    An f32 V then takes the whole value head up to 128 per vector tile: whole calls on a 2-core
+    EPYC VM, interleaved, median of 60: 4000 valid 2.12 → 1.66 ms, 16384 / 16000 8.76 → 6.86 ms,
+    batch 4 / 4000 10.8 → 8.9 ms (1 or 2 keys per step slower); an int8 V keeps 64 (with 128:
+    4000 valid 0.93 → 1.01 ms, 16000 3.60 → 3.95).
+    Fewer head dims per step for an f32 K (a K tile of 16 keys × 4 head dims reads a quarter of
+    each cache line per step) was faster on one machine and much slower on another, so 16 stays:
+    per Q·Kᵀ dispatch at 16384 / 16000 valid, 16 → 4 head dims 6.3–7.0 → 5.5–6.3 ms on a 2-core
+    Xeon VM (five A/B runs), but 4.1–5.1 → 6.4–6.6 ms on a 2-core EPYC VM (4000 valid 0.98–1.33
+    → 1.51–1.66 ms; 8 and 32 head dims, 8 and 32 keys per vector slower still there).
     Both peel their loops (`enable_loop_peeling`, as IREE's own x86 matmul configs do): with the
     key count dynamic, IREE otherwise masks every vector tile (in the dispatch's assembly: masked
     loads and a blend after each FMA, one serial chain per accumulator). Whole calls, A/B twice,
@@ -139,9 +142,10 @@ def cpu_decode_contraction_info(loops: Sequence[str], reduced: str, size: dict[s
     if reduced == "d":
         distribution = {"l": QK_KEYS_PER_WORKGROUP, "d": 0}
         parallel = {"l": QK_KEYS_PER_VECTOR, "d": 0}
-        step = {"d": QK_HEAD_STEP if key_element == "f32" else QK_HEAD_STEP_NARROW_K}
+        step = {"d": QK_HEAD_STEP}
     else:
-        distribution = parallel = {"e": PV_VALUE_TILE, "l": 0}
+        values = PV_VALUE_TILE if cache_element == "f32" else PV_VALUE_TILE_NARROW_V
+        distribution = parallel = {"e": min(size["e"], values), "l": 0}
         step = {"l": PV_KEY_STEP}
     ones = dict.fromkeys(loops, 1)
     groups = tiled_contraction_loops(loops, size)

@@ -46,6 +46,9 @@ CONFIGS = {
     "decode_nonpad_causal_window": Config(batch=3, q_heads=8, kv_heads=2, query_len=1, kv_len=16,
                                           nonpad=(5, 16, 9), attrs={"is_causal": 1, "left_window_size": 4},
                                           opset=25),
+    # A decode whose value head spans more than one P·V value tile (128 + a 32 remainder)
+    "decode_value_head_past_one_tile": Config(batch=2, q_heads=4, kv_heads=2, query_len=1, kv_len=21, value_head=160,
+                                              nonpad=(13, 21), opset=24),
     "prefill_nonpad_batch": Config(batch=2, q_heads=4, kv_heads=2, query_len=4, kv_len=10, nonpad=(4, 10),
                                    attrs={"is_causal": 1}),
     "bidirectional_window_3d": Config(rank=3, q_heads=2, kv_heads=2, query_len=6, kv_len=6,

@@ -9,11 +9,11 @@
 // precision and the GPU targets keep the fused op.
 // The two contractions carry their decode tiles (attention_tiles.cpu_decode_contraction_info) over
 // the loops but the unit ones (b = s = 1: operands collapsed, results expanded back): Q·Kᵀ over
-// (h, g, l, d) 4 rows × 16 keys per vector tile, 64 keys per workgroup, 4 head dims per step (16 for an int8/fp8 K);
-// P·V over (h, g, e, l) 4 rows × 64 value dims, 4 keys per step; both peel the key loop (a
+// (h, g, l, d) 4 rows × 16 keys per vector tile, 64 keys per workgroup, 16 head dims per step;
+// P·V over (h, g, e, l) 4 rows × 128 value dims (of V's 256 here), 4 keys per step; both peel the key loop (a
 // remainder loop instead of masking every vector tile: the key count is dynamic in a model).
-//       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 16, 0], vector_reduction = [0, 0, 0, 4]>
-//       CHECK: #[[PV:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 64, 0], vector_reduction = [0, 0, 0, 4]>
+//       CHECK: #[[QK:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 16, 0], vector_reduction = [0, 0, 0, 16]>
+//       CHECK: #[[PV:.*]] = #iree_cpu.lowering_config<distribution = [1, 4, 128, 0], vector_common_parallel = [1, 4, 128, 0], vector_reduction = [0, 0, 0, 4]>
 //       CHECK: #[[DOUBLE:.*]] = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>, {enable_loop_peeling}>
 //       CHECK: #[[QK_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[QK]], translation_info = #[[DOUBLE]]>
 //       CHECK: #[[PV_INFO:.*]] = #iree_codegen.compilation_info<lowering_config = #[[PV]], translation_info = #[[DOUBLE]]>
@@ -24,15 +24,15 @@
 //       CHECK:   linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[Q]], %[[K]] : tensor<2x4x16xf32>, tensor<2x32x16xf32>) outs(%{{.*}} : tensor<2x4x32xf32>) attrs = {compilation_info = #[[QK_INFO]]}
 //       CHECK:   tensor.expand_shape %{{.*}} : tensor<2x4x32xf32> into tensor<1x2x4x1x32xf32>
 //       CHECK:   math.exp
-//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x4x32xf32>, tensor<2x32x16xf32>) outs(%{{.*}} : tensor<2x4x16xf32>) attrs = {compilation_info = #[[PV_INFO]]}
+//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x4x32xf32>, tensor<2x32x256xf32>) outs(%{{.*}} : tensor<2x4x256xf32>) attrs = {compilation_info = #[[PV_INFO]]}
 //   CHECK-NOT:   iree_linalg_ext.attention
 //       CHECK:   return
 // FUSED-LABEL: func.func @decode
 //   FUSED-NOT:   tensor<1x2x4x1x32xf32>
 //       FUSED:   iree_linalg_ext.attention
-func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tensor<1x2x32x16xf32>) -> tensor<1x8x1x16xf32> {
-  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1x16xf32>, tensor<1x2x32x16xf32>, tensor<1x2x32x16xf32>) -> tensor<1x8x1x16xf32>
-  return %y : tensor<1x8x1x16xf32>
+func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tensor<1x2x32x256xf32>) -> tensor<1x8x1x256xf32> {
+  %y = "kvattn.attention"(%q, %k, %v) {onnx_node = "decode", onnx_opset = 23 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1x16xf32>, tensor<1x2x32x16xf32>, tensor<1x2x32x256xf32>) -> tensor<1x8x1x256xf32>
+  return %y : tensor<1x8x1x256xf32>
 }
 
 // -----
@@ -41,9 +41,9 @@ func.func @decode(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xf32>, %v: tenso
 // the cache here), and so do b and h in the tiles. The scores are laid out h before b, so that
 // IREE cannot merge b and h in P·V either (it would rebuild the op without its tiles).
 // Q·Kᵀ's loops are (h, b, g, l, d): Q and K read (b, h), the scores are written (h, b); P·V's
-// are (b, h, g, e, l): P is read (h, b), V and the output (b, h).
-//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 16, 0], vector_reduction = [0, 0, 0, 0, 4]>
-//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 64, 0], vector_reduction = [0, 0, 0, 0, 4]>
+// are (b, h, g, e, l): P is read (h, b), V and the output (b, h). V's head (16) is one value tile.
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 64, 0], vector_common_parallel = [1, 1, 4, 16, 0], vector_reduction = [0, 0, 0, 0, 16]>
+//       CHECK: #iree_cpu.lowering_config<distribution = [1, 1, 4, 16, 0], vector_common_parallel = [1, 1, 4, 16, 0], vector_reduction = [0, 0, 0, 0, 4]>
 //       CHECK: #[[SWAPPED:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d0, d2, d4)>
 //       CHECK: #[[K_MAP:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d1, d0, d3, d4)>
 //       CHECK: #[[OUT_MAP:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3)>
@@ -59,15 +59,17 @@ func.func @decode_batch3(%q: tensor<3x8x1x16xf32>, %k: tensor<3x2x32x16xf32>, %v
 
 // -----
 
-// An int8 cache (K and V dequantized inside the contractions, read as stored): Q·Kᵀ steps over 16
-// head dims, not the f32 K's 4 (int8 is converted to f32 before IREE's in-register transposes).
+// An int8 cache (K and V dequantized inside the contractions, read as stored): the contractions
+// read K and V as int8 and keep the decode tiles; P·V over an int8 V takes 64 value dims per
+// vector tile (of V's 256 here), not an f32 V's 128.
 //       CHECK: #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 16, 0], vector_reduction = [0, 0, 0, 16]>
 //       CHECK: #iree_cpu.lowering_config<distribution = [1, 4, 64, 0], vector_common_parallel = [1, 4, 64, 0], vector_reduction = [0, 0, 0, 4]>
 // CHECK-LABEL: func.func @decode_int8_cache
 //       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x4x16xf32>, tensor<2x32x16xi8>) outs(%{{.*}} : tensor<2x4x32xf32>) attrs = {compilation_info =
-func.func @decode_int8_cache(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xi8>, %v: tensor<1x2x32x16xi8>, %s: tensor<f32>, %z: tensor<i8>) -> tensor<1x8x1x16xf32> {
-  %y = "kvattn.attention"(%q, %k, %v, %s, %z, %s, %z) {onnx_node = "decode", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1x16xf32>, tensor<1x2x32x16xi8>, tensor<1x2x32x16xi8>, tensor<f32>, tensor<i8>, tensor<f32>, tensor<i8>) -> tensor<1x8x1x16xf32>
-  return %y : tensor<1x8x1x16xf32>
+//       CHECK:   linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2x4x32xf32>, tensor<2x32x256xi8>) outs(%{{.*}} : tensor<2x4x256xf32>) attrs = {compilation_info =
+func.func @decode_int8_cache(%q: tensor<1x8x1x16xf32>, %k: tensor<1x2x32x16xi8>, %v: tensor<1x2x32x256xi8>, %s: tensor<f32>, %z: tensor<i8>) -> tensor<1x8x1x256xf32> {
+  %y = "kvattn.attention"(%q, %k, %v, %s, %z, %s, %z) {onnx_node = "decode", onnx_opset = 24 : i64, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0>, resultSegmentSizes = array<i32: 1, 0, 0, 0>} : (tensor<1x8x1x16xf32>, tensor<1x2x32x16xi8>, tensor<1x2x32x256xi8>, tensor<f32>, tensor<i8>, tensor<f32>, tensor<i8>) -> tensor<1x8x1x256xf32>
+  return %y : tensor<1x8x1x256xf32>
 }
 
 // -----
