@@ -19,6 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from kvattn.runtime import backend
 from tests.bad_input_cases import CASES
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -37,13 +38,25 @@ def expected_outcome(name: str) -> str:
     return "error" if name in MUST_FAIL else "match"
 
 
+def _on_vulkan(name: str) -> bool:
+    return "-vulkan" in name
+
+
+# Each group's cases, those compiled for Vulkan apart (they need a Vulkan device)
+RUNS = [(group, vulkan) for group in GROUPS for vulkan in (False, True)
+        if any(name.startswith(group) and _on_vulkan(name) == vulkan for name in CASES)]
+
+
 def test_every_case_is_in_a_group():
     assert {name for name in CASES if not name.startswith(GROUPS)} == set()
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_cases_end_as_onnx_defines(group):
-    names = [name for name in CASES if name.startswith(group)]
+@pytest.mark.parametrize("group, vulkan", RUNS, ids=[group + ("-vulkan" if vulkan else "") for group, vulkan in RUNS])
+def test_cases_end_as_onnx_defines(group, vulkan):
+    if vulkan and not backend.supports_device("VULKAN"):
+        assert not os.environ.get("CI"), "CI must provide a Vulkan device (lavapipe)"
+        pytest.skip("no Vulkan device on this machine (apt-get install mesa-vulkan-drivers)")
+    names = [name for name in CASES if name.startswith(group) and _on_vulkan(name) == vulkan]
     result = subprocess.run([sys.executable, "-m", "tests.bad_input_cases", *names], capture_output=True, text=True,
                             cwd=ROOT, timeout=900)
     outcomes = {entry["case"]: entry for entry in map(json.loads, result.stdout.splitlines())}
