@@ -37,3 +37,8 @@ class LoweringOptions:
     # a circular TensorScatter reduces its int64 write_indices modulo the capacity in i64;
     # without it, indices must lie in the int32 range (checked at run time) and are reduced in i32.
     int64_division: bool = True
+    # The target dequantizes a float8e4m3fn K or V fused into the attention correctly. IREE 3.13
+    # reads wrong values from them on Vulkan (a fused K or V off by up to 100% of the output
+    # range, the same before and after kvattn's own f8 decoding; a float8 Q and Y are right),
+    # and cannot translate f8 conversions for CUDA: those targets refuse it with an error.
+    float8_keys_and_values: bool = False

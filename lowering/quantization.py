@@ -33,6 +33,24 @@ class Dequantization:
         return [(self.scale, parameter_roles)] + ([(self.zero_point, parameter_roles)] if self.zero_point else [])
 
 
+def float8_e4m3fn_to_f32(b: FunctionWriter, value: Value) -> Value:
+    """A float8e4m3fn (s eeee mmm, bias 7, no infinities, NaN = s 1111 111) as f32, rebuilt from
+    its bits with integer ops that vectorize: the exponent rebiased to f32's (+120) and the
+    mantissa moved to the top of f32's; subnormals (eeee = 0) as m·2⁻⁹. IREE 3.13's own
+    `arith.extf` from f8 is several times slower on the CPU (per Q·Kᵀ dispatch of a decode over
+    4000 keys: `benchmarks/RESULTS.md`)."""
+    bits = b.cast("extui", b.cast("bitcast", value, "i8"), "i32")
+    magnitude = b.binary("andi", bits, b.constant(0x7F, "i32"))
+    shifted = b.binary("shli", magnitude, b.constant(20, "i32"))
+    normal = b.cast("bitcast", b.binary("addi", shifted, b.constant(120 << 23, "i32")), "f32")
+    subnormal = b.binary("mulf", b.cast("uitofp", magnitude, "f32"), b.constant(2.0 ** -9, "f32"))
+    finite = b.select(b.compare("cmpi", "ult", magnitude, b.constant(8, "i32")), subnormal, normal)
+    unsigned = b.select(b.compare("cmpi", "eq", magnitude, b.constant(0x7F, "i32")),
+                        b.constant(float("nan"), "f32"), finite)
+    sign = b.binary("shli", b.binary("andi", bits, b.constant(0x80, "i32")), b.constant(24, "i32"))
+    return b.cast("bitcast", b.binary("ori", b.cast("bitcast", unsigned, "i32"), sign), "f32")
+
+
 def dequantize(w: FunctionWriter, x: Value, scale: Value, zero_point: Value | None, axis: int) -> Value:
     dims = [f"d{i}" for i in range(x.type.rank)]
     parameter_map = [dims[axis % x.type.rank]] if scale.type.rank == 1 else []
@@ -83,7 +101,8 @@ def quantize(w: FunctionWriter, y: Value, scale: Value, zero_point: Value | None
 def to_float(b: FunctionWriter, value: Value, element: str) -> Value:
     """A stored element (int8, uint8, float8) as a float of type `element`."""
     if value.type == "f8E4M3FN":
-        return b.cast("extf", value, element)
+        widened = float8_e4m3fn_to_f32(b, value)
+        return widened if element == "f32" else b.cast("truncf", widened, element)  # exact: f16/bf16 hold every f8
     if value.type == "ui8":
         value = b.op(f"builtin.unrealized_conversion_cast {value} : ui8 to i8", "i8")
         return b.cast("uitofp", value, element)

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from benchmarks.models import ELEMENT, F8, quantization_parameters, quantized_decode_model
+from kvattn.lowering.diagnostics import UnsupportedError
 from kvattn.runtime import inspect
 from kvattn.runtime.compiler import compile_model, compile_to_stage
 from kvattn.runtime.module import CompiledModule
@@ -148,3 +149,39 @@ def test_quantized_kv_cache_decode(dtype):
         assert got[name].dtype == expected[name].dtype  # the caches stay quantized
         _assert_close(got[name], expected[name])
     assert "fused Q/DQ: K, V" in inspect.summary(model)
+
+
+@pytest.mark.parametrize("route", ["materialized", "fused"])
+def test_every_float8_value_dequantizes_exactly(route, monkeypatch):
+    """All 256 float8e4m3fn bit patterns (±0, subnormals, 448, NaN) as V of an attention over a
+    single key, whose probability is exactly 1: the output is each dequantized value, bit for bit
+    (quantization.float8_e4m3fn_to_f32 rebuilds them from their bits)."""
+    if route == "fused":
+        fuse_cpu_attention(monkeypatch)
+    info = helper.make_tensor_value_info
+    nodes = [helper.make_node("DequantizeLinear", ["V_q", "V_scale"], ["V"]),
+             helper.make_node("Attention", ["Q", "K", "V"], ["Y"], name="attention")]
+    scale = onnx.numpy_helper.from_array(np.array(1.0, np.float32), "V_scale")
+    graph = helper.make_graph(nodes, "every_float8", [info("Q", TensorProto.FLOAT, (1, 2, 1, 8)),
+                                                       info("K", TensorProto.FLOAT, (1, 1, 1, 8)),
+                                                       info("V_q", TensorProto.FLOAT8E4M3FN, (1, 1, 1, 256))],
+                              [info("Y", TensorProto.FLOAT, (1, 2, 1, 256))], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+    rng = np.random.default_rng(0)
+    inputs = {"Q": rng.standard_normal((1, 2, 1, 8)).astype(np.float32),
+              "K": rng.standard_normal((1, 1, 1, 8)).astype(np.float32),
+              "V_q": np.arange(256, dtype=np.uint8).view(F8).reshape(1, 1, 1, 256)}
+    got = CompiledModule(compile_model(model).vmfb).run(inputs)["Y"]
+    expected = ReferenceEvaluator(model).run(None, inputs)[0]
+    assert np.isnan(expected).sum() == 4  # 0x7F and 0xFF, for each of the two query heads
+    np.testing.assert_array_equal(got, expected)
+    assert "fused Q/DQ: V" in inspect.summary(model)
+
+
+@pytest.mark.parametrize("target", ["vulkan", "cuda"])
+def test_float8_keys_and_values_are_refused_where_iree_gets_them_wrong(target):
+    """A float8 K/V fused into the attention: wrong values on Vulkan, no compile for CUDA in IREE
+    3.13, so kvattn refuses it there with an error naming the node; a float8 Q or Y still compiles."""
+    with pytest.raises(UnsupportedError, match=r"node 'attention'.*float8e4m3fn K and V"):
+        compile_model(quantized_attention(F8, ("K", "V")), target)
+    compile_model(quantized_attention(F8, ("Q",)), "vulkan")
