@@ -10,8 +10,8 @@ over all calls, and the median of each round.
     python -m benchmarks.tile_ab "" "QK_HEAD_STEP=4" "PV_VALUE_TILE=64,PV_KEY_STEP=8" \\
         [--cases 4096:4000,16384:16000:1,4096:4000:4,4096:4000:1:int8,prefill:512] [--calls 10] [--rounds 6]
 
-A case is CAPACITY:VALID[:BATCH[:int8]] (a decode step, benchmarks.models.decode_model or its
-int8-cache twin) or prefill:LENGTH (causal, benchmarks.models.prefill_model).
+A case is CAPACITY:VALID[:BATCH[:int8]] (a decode step, or its int8-cache twin) or
+prefill:LENGTH (causal): the models and inputs of benchmarks.dispatch_profile.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
-from benchmarks import models
 from benchmarks.decode_speed import kvattn_compile
+from benchmarks.dispatch_profile import Case, decode_case, prefill_case
 from benchmarks.timing import Spread, machine
 from kvattn.lowering import attention_tiles
 from kvattn.runtime.module import CompiledModule
@@ -58,35 +56,32 @@ def tiles(settings: dict[str, int]):
             setattr(attention_tiles, name, value)
 
 
-def case_model(spec: str):
-    """The model and inputs of a case spec (see the module docstring)."""
-    rng = np.random.default_rng(0)
+def case_of(spec: str) -> Case:
+    """The benchmark case a spec names (see the module docstring), as dispatch_profile builds it."""
     parts = spec.split(":")
     if parts[0] == "prefill":
-        length = int(parts[1])
-        return models.prefill_model(length), models.prefill_inputs(length, rng)
-    capacity, valid = int(parts[0]), int(parts[1])
-    batch = int(parts[2]) if len(parts) > 2 else 1
-    inputs = models.decode_inputs(capacity, valid, rng, batch)
-    if parts[3:] == ["int8"]:
-        return (models.quantized_decode_model(np.int8, batch=batch, capacity=capacity),
-                models.quantized_caches(inputs, np.int8, rng))
-    if parts[3:]:
+        return prefill_case(int(parts[1]))
+    if parts[3:] not in ([], ["int8"]):
         raise SystemExit(f"case {spec!r}: the fourth field may only be int8")
-    return models.decode_model(capacity, batch), inputs
+    return decode_case(int(parts[0]), int(parts[1]), batch=int(parts[2]) if len(parts) > 2 else 1,
+                       quantized=parts[3:] == ["int8"])
 
 
-def compare(spec: str, variants: list[str], calls: int, rounds: int) -> None:
-    model, inputs = case_model(spec)
+def label(settings: dict[str, int]) -> str:
+    return ",".join(f"{name}={value}" for name, value in settings.items()) or "main"
+
+
+def compare(spec: str, variants: list[dict[str, int]], calls: int, rounds: int) -> None:
+    case = case_of(spec)
     runs, compiled = [], {}
     for variant in variants:
-        with tiles(parse_variant(variant)):
-            vmfb = kvattn_compile(model).vmfb
+        with tiles(variant):
+            vmfb = kvattn_compile(case.model).vmfb
         if vmfb in compiled:  # the constants do not reach this model
-            print(f"  {spec}: {variant or 'main'} compiles to the same vmfb as {compiled[vmfb] or 'main'}")
-        compiled.setdefault(vmfb, variant)
+            print(f"  {spec}: {label(variant)} compiles to the same vmfb as {compiled[vmfb]}")
+        compiled.setdefault(vmfb, label(variant))
         module = CompiledModule(vmfb)
-        views = module.upload(inputs)
+        views = module.upload(case.inputs)
         for _ in range(3):  # warm-up
             module.invoke(views)
         runs.append((variant, module, views, []))
@@ -99,22 +94,18 @@ def compare(spec: str, variants: list[str], calls: int, rounds: int) -> None:
     print(f"{spec}: {rounds} rounds of {calls} calls per variant")
     for variant, _, _, samples in runs:
         per_round = [statistics.median(samples[i * calls:(i + 1) * calls]) for i in range(rounds)]
-        print(f"  {variant or 'main':<48} {Spread.of(samples)}  rounds " + " ".join(f"{ms:.3f}" for ms in per_round),
+        print(f"  {label(variant):<48} {Spread.of(samples)}  rounds " + " ".join(f"{ms:.3f}" for ms in per_round),
               flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="+", help='NAME=VALUE,... of attention_tiles constants; "" is main')
+    parser.add_argument("variants", nargs="+", type=parse_variant,
+                        help='NAME=VALUE,... of attention_tiles constants; "" is main')
     parser.add_argument("--cases", default="4096:4000,16384:16000")
     parser.add_argument("--calls", type=int, default=10, help="calls per variant per round")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    for variant in args.variants:
-        try:
-            parse_variant(variant)
-        except argparse.ArgumentTypeError as error:
-            parser.error(str(error))
     print(f"# {machine()}")
     for spec in args.cases.split(","):
         compare(spec, args.variants, args.calls, args.rounds)

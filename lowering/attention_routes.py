@@ -315,10 +315,7 @@ def _contraction(w: FunctionWriter, loops: Sequence[str], inputs: Sequence[tuple
 
 def _rows_read_together(role_lists: Sequence[Sequence[str]]) -> bool:
     """Whether each of `role_lists` that has g or s has both, s right after g."""
-    def together(roles: Sequence[str]) -> bool:
-        roles = list(roles)
-        return "g" in roles and roles.index("g") + 1 < len(roles) and roles[roles.index("g") + 1] == "s"
-    return all(together(roles) for roles in role_lists if "g" in roles or "s" in roles)
+    return all(("g", "s") in zip(roles, roles[1:]) for roles in role_lists if "g" in roles or "s" in roles)
 
 
 def _static(size: dict) -> dict[str, int | None]:

@@ -1,6 +1,6 @@
 """Per-shape CPU tile sizes (a `compilation_info` on the op) for the fused attention, and for the
-unfused route's two contractions in a decode (`cpu_decode_contraction_info`) and its Q·Kᵀ in a
-prefill (`cpu_prefill_scores_info`).
+unfused route's two contractions in a decode (`cpu_decode_contraction_info`) and in a prefill
+(`cpu_prefill_scores_info`, `cpu_prefill_values_info`).
 
 IREE's default CPU tiling for iree_linalg_ext.attention reduces over 2 keys at a time and
 leaves decode ~50× and prefill ~40× above what a tuned config reaches (measured with IREE 3.13
@@ -164,10 +164,8 @@ def cpu_prefill_scores_info(loops: Sequence[str], size: dict[str, int | None], e
     1.37–1.47 ms, 64 × 2048 keys 7.2–7.6 → 6.5–6.6 ms; whole calls (A/B twice, medians) prefill
     512 19.1–20.1 → 17.5–17.9 ms, 2048 302–303 → 265–271 ms. IREE keeps the config where g and s
     stay two loops in the dispatch (a mask or a query block's bias read over (s, l), or g = 1).
-    Only the score contraction: IREE merges P·V's g and s (every operand reads them together)
-    and would rebuild it without a config."""
-    if (set(elements) != {"f32"} or any(size[dim] in (None, 0) for dim in loops)
-            or size["s"] < PREFILL_QK_ROWS):
+    (P·V, whose g and s IREE merges, gets its tiles over g·s: cpu_prefill_values_info.)"""
+    if not _tiled_prefill(loops, size, elements):
         return None
     ones = dict.fromkeys(loops, 1)
     groups = tiled_contraction_loops(loops, size)
@@ -189,14 +187,20 @@ def cpu_prefill_values_info(loops: Sequence[str], size: dict[str, int | None], e
     8 × 48 27 ms (not a power of two). Whole calls, A/B twice, median (min) of 6: prefill 2048
     284 / 264 (279 / 260) → 261 / 252 (253 / 248) ms. At batch > 1 IREE merges b and h too (every
     operand reads them together) and P·V runs on its defaults."""
-    if (set(elements) != {"f32"} or any(size[dim] in (None, 0) for dim in loops)
-            or size["s"] < PREFILL_QK_ROWS):
+    if not _tiled_prefill(loops, size, elements):
         return None
     ones = dict.fromkeys(loops, 1)
     groups = tiled_contraction_loops(loops, size, merged_rows=True)
     return _compilation_info(groups, {**ones, **PREFILL_PV_WORKGROUP, "l": 0},
                              {**ones, "s": PREFILL_PV_ROWS, "e": PREFILL_PV_VALUES, "l": 0},
                              {**dict.fromkeys(loops, 0), "l": PREFILL_PV_KEY_STEP}, "DoubleTilingExpert", peel=True)
+
+
+def _tiled_prefill(loops: Sequence[str], size: dict[str, int | None], elements: Collection[str]) -> bool:
+    """Whether a prefill contraction gets tiles: f32 operands (`elements`), every size of `loops`
+    static and non-zero, and at least PREFILL_QK_ROWS queries."""
+    return (set(elements) == {"f32"} and all(size[dim] not in (None, 0) for dim in loops)
+            and size["s"] >= PREFILL_QK_ROWS)
 
 
 def decode_score_roles(roles: Sequence[str], value_loops: Sequence[str],
