@@ -1,6 +1,9 @@
 """Run IREE's own ONNX lowering on what kvattn left in the torch dialect, keeping cache ties.
 
-    builtin.module(torch-onnx-to-torch-backend-pipeline, torch-to-iree)
+    builtin.module(torch-onnx-to-torch-backend-pipeline)
+    kvattn: views whose dims IREE would guess are flattened first (passes/unambiguous_views.py)
+    builtin.module(torch-to-iree)
+    kvattn: every sort gets operands of its own (passes/private_sort_operands.py)
 
 turns the remaining `torch.operator "onnx.*"` ops into linalg, folds the torch_c casts around
 the lowered kvattn ops, and wraps each function in IREE's ABI (`util.func` on `!hal.buffer_view`).
@@ -22,15 +25,20 @@ from __future__ import annotations
 from iree.compiler import ir, passmanager
 
 from kvattn.lowering.diagnostics import KvattnError
+from kvattn.passes import private_sort_operands, tensor_sizes, unambiguous_views
 from kvattn.passes.cache_lifetime import ALIAS_ATTR
 
-PIPELINE = "builtin.module(torch-onnx-to-torch-backend-pipeline, torch-to-iree)"
+TORCH_BACKEND = "builtin.module(torch-onnx-to-torch-backend-pipeline)"
+TORCH_TO_IREE = "builtin.module(torch-to-iree)"
 
 
 def lower_torch_to_iree_input(module: ir.Module) -> None:
     ties = {_name(func): _ties(func) for func in module.body.operations if func.operation.name == "func.func"}
     try:
-        passmanager.PassManager.parse(PIPELINE).run(module.operation)
+        passmanager.PassManager.parse(TORCH_BACKEND).run(module.operation)
+        unambiguous_views.flatten_ambiguous_views(module)
+        passmanager.PassManager.parse(TORCH_TO_IREE).run(module.operation)
+        private_sort_operands.give_sorts_fresh_operands(module)
     except ir.MLIRError as exc:
         raise KvattnError(f"IREE's ONNX lowering failed:\n{_diagnostics(exc)}") from None
     for func in module.body.operations:
@@ -69,24 +77,11 @@ def _alias_results(func: ir.Operation, ties: dict[int, int]) -> None:
         barrier = barrier_result.owner
         present = barrier.operands[barrier_result.result_number]
         with ir.InsertionPoint(barrier), barrier.location:
-            sizes = _dynamic_sizes(present)
+            sizes = tensor_sizes.dynamic_sizes(present)
             alias = ir.Operation.create(
                 "hal.tensor.alias", results=[present.type], operands=[present, *sizes, arguments[argument], wait_fence],
                 attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, len(sizes), 1, 1])})
         barrier.operands[barrier_result.result_number] = alias.result
-
-
-def _dynamic_sizes(tensor: ir.Value) -> list[ir.Value]:
-    """One tensor.dim per dynamic dim of `tensor` (hal.tensor.alias takes them as operands)."""
-    ranked = ir.RankedTensorType(tensor.type)
-    index = ir.IndexType.get()
-    sizes = []
-    for axis in range(ranked.rank):
-        if ranked.is_dynamic_dim(axis):
-            position = ir.Operation.create("arith.constant", results=[index],
-                                           attributes={"value": ir.IntegerAttr.get(index, axis)}).result
-            sizes.append(ir.Operation.create("tensor.dim", results=[index], operands=[tensor, position]).result)
-    return sizes
 
 
 def _diagnostics(exc: ir.MLIRError) -> str:

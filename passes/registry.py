@@ -14,7 +14,8 @@ from iree.compiler import ir
 
 from kvattn.lowering import lower_to_iree, raise_onnx
 from kvattn.lowering.options import LoweringOptions
-from kvattn.passes import cache_lifetime, fuse_qdq, hoist_valid_lengths, iree_input, verify_kvattn
+from kvattn.passes import (cache_lifetime, fuse_qdq, hoist_valid_lengths, iree_input, private_sort_operands,
+                           unambiguous_views, verify_kvattn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,9 @@ PASSES: dict[str, Pass] = {
         Pass("kvattn-cache-lifetime", cache_lifetime.decide_cache_lifetimes, cache_lifetime),
         Pass("kvattn-lower-to-iree", lower_to_iree.lower_kvattn_ops, lower_to_iree, takes_options=True),
         Pass("iree-torch-to-input", iree_input.lower_torch_to_iree_input, iree_input),
+        # Steps of iree-torch-to-input, by themselves for kvattn-opt and the lit tests.
+        Pass("kvattn-flatten-ambiguous-views", unambiguous_views.flatten_ambiguous_views, unambiguous_views),
+        Pass("kvattn-fresh-sort-operands", private_sort_operands.give_sorts_fresh_operands, private_sort_operands),
         Pass("kvattn-hoist-valid-lengths", hoist_valid_lengths.hoist_valid_lengths, hoist_valid_lengths),
     )
 }

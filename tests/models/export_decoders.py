@@ -3,6 +3,7 @@
     pip install torch==2.14.1 transformers==5.24.0 onnxscript==0.7.2 onnx onnxruntime
     python tests/models/export_decoders.py            # export, check with onnxruntime, print a table
     python tests/models/export_decoders.py --check    # only re-check the committed fixtures
+    python tests/models/export_decoders.py --only gpt2_opset24_decode   # export (and check) just these
 
 Tiny random-weight decoders (vocab 64, hidden 32, intermediate 64, head size 16, weights from
 `torch.manual_seed(0)`; nothing is downloaded), exported the way real exporters emit them: with
@@ -16,6 +17,12 @@ Architectures:
   gemma3   q/k norm, sliding window 4 on layer 0, local + global rope bases
   phi3     fused QKV and gate/up projections, GQA 2 / 1
   mistral  sliding window 4 on every layer
+  gpt2     MHA 2 heads, learned positions, LayerNorm, Conv1D projections (Gemm after a Reshape to 2D)
+  mixtral  MoE: 4 experts, top-2 routing (Softmax, TopK), GQA 4 / 2
+  qwen2moe MoE as mixtral plus a gated shared expert
+  gptoss   MoE with attention sinks and biased experts, sliding window 4 on every other layer (eager)
+MoE experts export with `experts_implementation="batched_mm"` (TopK + GatherND routing; transformers'
+default experts op does not export).
 Variants (fixtures/<arch>_opset<N>_<variant>.onnx):
   decode        (input_ids [batch, seq], attention_mask [batch, total_seq], past_key_<l>, past_value_<l>
                 [batch, kv_heads, past_seq, 16] ...) -> (logits, present_key_<l>, present_value_<l> ...), a
@@ -68,6 +75,18 @@ ARCHITECTURES = {
     "phi3": ("Phi3ForCausalLM", "Phi3Config", dict(num_attention_heads=2, num_key_value_heads=1)),
     "mistral": ("MistralForCausalLM", "MistralConfig", dict(num_attention_heads=4, num_key_value_heads=2,
                                                             sliding_window=4)),
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", dict(num_attention_heads=2, n_inner=64)),
+    "mixtral": ("MixtralForCausalLM", "MixtralConfig", dict(num_attention_heads=4, num_key_value_heads=2,
+                                                            num_local_experts=4, num_experts_per_tok=2,
+                                                            experts_implementation="batched_mm")),
+    "qwen2moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", dict(num_attention_heads=4, num_key_value_heads=2,
+                                                               num_experts=4, num_experts_per_tok=2,
+                                                               moe_intermediate_size=32,
+                                                               shared_expert_intermediate_size=64,
+                                                               experts_implementation="batched_mm")),
+    "gptoss": ("GptOssForCausalLM", "GptOssConfig", dict(num_attention_heads=4, num_key_value_heads=2,
+                                                         num_local_experts=4, num_experts_per_tok=2,
+                                                         sliding_window=4, experts_implementation="batched_mm")),
 }
 # (arch, opset, variant, layers). Gemma2 has no SDPA path in transformers 5.24 (its constructor raises
 # "Gemma2ForCausalLM does not support an attention implementation through
@@ -79,6 +98,8 @@ FIXTURE_LIST = [
     ("llama", 24, "nocache", 1), ("qwen3", 23, "nocache", 1), ("gemma2", 25, "nocache_eager", 2),
     ("llama", 25, "static", 2), ("qwen2", 23, "static", 1),
     ("llama", 24, "hf", 2), ("gemma2", 25, "hf_eager", 2),
+    ("gpt2", 24, "decode", 2), ("mixtral", 24, "decode", 2), ("qwen2moe", 24, "decode", 2),
+    ("gptoss", 24, "decode_eager", 2),
 ]
 STATIC_LEN = 16
 # (name, batch, past, new tokens, left-padding of row 1)
@@ -99,7 +120,7 @@ def build_model(arch: str, layers: int, attn_implementation: str = "sdpa"):
 
 
 def kv_heads(model) -> int:
-    return model.config.num_key_value_heads
+    return getattr(model.config, "num_key_value_heads", model.config.num_attention_heads)
 
 
 def cache_names(layers: int, prefix: str) -> list[str]:
@@ -327,11 +348,15 @@ def save_cases(stem: pathlib.Path, module, names, cases) -> None:
     np.savez(stem.with_suffix(".npz"), **arrays)
 
 
+def stem_of(arch: str, opset: int, variant: str) -> str:
+    return f"{arch}_opset{opset}_{variant}"
+
+
 def export(arch: str, opset: int, variant: str, layers: int) -> None:
     model = build_model(arch, layers, "eager" if variant.endswith("eager") else "sdpa")
     module, proto, names, cases = EXPORTERS[variant.removesuffix("_eager")](model, opset)
     strip_metadata(proto)
-    stem = FIXTURES / f"{arch}_opset{opset}_{variant}"
+    stem = FIXTURES / stem_of(arch, opset, variant)
     onnx.save(proto, str(stem.with_suffix(".onnx")))
     save_cases(stem, module, names, cases)
     print(f"wrote {stem.name}", flush=True)
@@ -366,14 +391,17 @@ def check(path: pathlib.Path) -> tuple[str, list[float]]:
 
 def main() -> None:
     FIXTURES.mkdir(exist_ok=True)
-    if "--check" not in sys.argv:
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else None
+    chosen = [entry for entry in FIXTURE_LIST if only is None or stem_of(*entry[:3]) in only]
+    if only is None and "--check" not in sys.argv:
         for old in list(FIXTURES.glob("*.onnx")) + list(FIXTURES.glob("*.npz")):
             old.unlink()
-        for arch, opset, variant, layers in FIXTURE_LIST:
+    if "--check" not in sys.argv:
+        for arch, opset, variant, layers in chosen:
             export(arch, opset, variant, layers)
     rows = []
-    for arch, opset, variant, layers in FIXTURE_LIST:
-        path = FIXTURES / f"{arch}_opset{opset}_{variant}.onnx"
+    for arch, opset, variant, layers in chosen:
+        path = FIXTURES / f"{stem_of(arch, opset, variant)}.onnx"
         if path.exists():
             ops, errors = check(path)
             rows.append((path.stem, opset, variant, path.stat().st_size, errors))
