@@ -15,11 +15,13 @@ import warnings
 
 import numpy as np
 import onnx
+import onnx_ir
 from google.protobuf.message import DecodeError
 from iree.compiler import ir
 from iree.compiler.extras import onnx_importer
 from iree.compiler.tools.import_onnx.importer_externalization_overrides import IREENodeImporter
 from onnx import numpy_helper
+from onnx_ir.passes.common import TopologicalSortPass
 
 from kvattn.lowering import onnx_params
 from kvattn.lowering.diagnostics import KvattnError
@@ -56,20 +58,37 @@ def load_model(source) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(checked if isinstance(checked, onnx.ModelProto) else os.fspath(checked))
     except onnx.checker.ValidationError as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise KvattnError(f"the ONNX model is invalid: {first_line}") from None
+        problem = _problem_once_sorted(model) if _UNSORTED in str(exc) else str(exc)
+        if problem:
+            raise KvattnError(f"the ONNX model is invalid: {problem.strip().splitlines()[0]}") from None
     return model
+
+
+# onnxruntime runs graphs whose nodes are out of order (kvattn sorts them: rewrites/model_form.py).
+_UNSORTED = "Nodes in a graph must be topologically sorted"
+
+
+def _problem_once_sorted(model: onnx.ModelProto) -> str | None:
+    """What the checker says of the model with its nodes sorted (onnx-ir's TopologicalSortPass)."""
+    ir_model = onnx_ir.serde.deserialize_model(model)
+    TopologicalSortPass()(ir_model)
+    try:
+        onnx.checker.check_model(onnx_ir.serde.serialize_model(ir_model))
+    except onnx.checker.ValidationError as exc:
+        return str(exc)
+    return None
 
 
 def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model whose nodes all have unique names, whose intermediate values carry
-    the types ONNX shape inference gives them, and whose subgraph Constants are typed tensors
-    (the user's model is untouched)."""
+    the types ONNX shape inference gives them, whose Constants are tensors and whose subgraph
+    Constants are typed tensors (the user's model is untouched)."""
     try:
         named = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
         raise KvattnError(f"ONNX shape inference rejected the model: {_first_line(exc)}") from None
     _forget_inferred_qk_length(named)
+    _tensor_constants(named.graph)
     for node in named.graph.node:
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
@@ -117,6 +136,19 @@ _CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
 # dense_resource, whose bytes MLIR's Python API cannot read back).
 _TYPED_ELEMENTS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64,
                    onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL)
+
+
+def _tensor_constants(graph: onnx.GraphProto) -> None:
+    """Every Constant written with value_float(s) / value_int(s) as the same `value` tensor:
+    IREE's ONNX lowering takes only the tensor form (a model-local function's body, inlined,
+    brings the others: mobius's SkipSimplifiedLayerNormalization)."""
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 \
+                and node.attribute[0].name in _CONSTANT_FORMS:
+            attribute = node.attribute[0]
+            array = np.array(onnx.helper.get_attribute_value(attribute), _CONSTANT_FORMS[attribute.name])
+            del node.attribute[:]
+            node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(array)))
 
 
 def _type_constants(graph: onnx.GraphProto) -> None:

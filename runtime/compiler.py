@@ -33,6 +33,7 @@ from kvattn.lowering import onnx_import, onnx_params, tensor_types
 from kvattn.lowering.diagnostics import InternalError, KvattnError
 from kvattn import rewrites
 from kvattn.passes import bind_dims, pipeline
+from kvattn.rewrites import model_form
 from kvattn.rewrites import static_kv_cache as static_kv_cache_rewrite
 from kvattn.runtime import targets
 from kvattn.runtime.manifest import (REFLECTION_KEY, CacheLink, Manifest, Parameters, ScatterBound, StaticCacheInfo,
@@ -203,15 +204,17 @@ def _external_data_digest(model: onnx.ModelProto, base_dir: str) -> bytes:
 
 def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | None, inline_weights: bool | None,
               say: Progress = lambda message: None) -> tuple[onnx.ModelProto, StaticCacheInfo | None, bool, list[str]]:
-    """The loaded model with `dims` bound, the exporters' patterns rewritten (kvattn.rewrites: one
+    """The loaded model in kvattn's form (rewrites/model_form.py: local functions inlined, nodes
+    sorted), with `dims` bound, the exporters' patterns rewritten (kvattn.rewrites: one
     line per rewrite) and its caches made static, as asked; whether its weights are externalized
     (if not, the model has all its external data read)."""
-    model = onnx_import.load_model(source)
+    model, rewritten = model_form.normalize(onnx_import.load_model(source))
     static_info = None
     if dims:
         say(f"binding {', '.join(f'{name}={value}' for name, value in dims.items())}")
         model = bind_dims.bind(model, dims)
-    model, rewritten = rewrites.apply(model)
+    model, rewrites_done = rewrites.apply(model)
+    rewritten += rewrites_done
     if static_kv_cache is not None:
         say(f"rewriting KV caches to {static_kv_cache} rows")
         static = static_kv_cache_rewrite.rewrite(model, static_kv_cache)

@@ -128,8 +128,12 @@ class Generator:
         self.position_input = _role(names, ("position_ids",))
         self.cache_position_input = _role(names, ("cache_position",))
         self.past_length_inputs = [name for name in names if name in PAST_LENGTH_NAMES]
+        # Caches of a fixed capacity that the model writes at `write_indices` and reads up to
+        # `nonpad_kv_seqlen` (TensorScatter + Attention-24, as mobius --static-cache builds them).
+        self.write_index_input = _role(names, ("write_indices",))
+        self.valid_length_input = _role(names, ("nonpad_kv_seqlen",))
         known = {self.ids_input, self.mask_input, self.position_input, self.cache_position_input,
-                 *self.past_length_inputs, *cached, *self.fixed}
+                 self.write_index_input, self.valid_length_input, *self.past_length_inputs, *cached, *self.fixed}
         unknown = [self.specs[name].describe() for name in names if name not in known]
         if unknown:
             raise KvattnError(
@@ -163,6 +167,12 @@ class Generator:
         elif self.mask_slots is not None:
             self.capacity = self.mask_slots
             self.capacity_what = f"the model's fixed-size attention_mask ({mask_spec.describe()}) holds"
+        elif self.write_index_input is not None and self.links:
+            spec = self.specs[self.links[0].input]  # [batch, capacity, heads * head] or [batch, heads, capacity, head]
+            axis = 1 if len(spec.shape) == 3 else 2
+            if len(spec.shape) in (3, 4) and spec.shape[axis] is not None:
+                self.capacity = spec.shape[axis]
+                self.capacity_what = f"the model's fixed-size KV caches ({spec.describe()}) hold"
         self._unchanged = _pass_through(onnx_path, self.links) if onnx_path else set()
         self._constant = {name: value for name, value in self.fixed.items() if name not in cached}
         for link in self.links:  # fail now rather than at the first call
@@ -177,7 +187,8 @@ class Generator:
         if self.batch is not None and batch != self.batch:
             raise KvattnError(f"the module takes a batch of {self.batch} ({self.specs[self.ids_input].describe()}); "
                               f"got {batch} prompt(s)")
-        if self.mask_input is None and not mask.all():
+        lockstep = self.mask_input is None and not mask.all()
+        if lockstep and (self.valid_length_input is None or not self.links):
             raise KvattnError("prompts of different lengths are left-padded, but the model has no attention_mask "
                               "input to mask the padding; give prompts of one length")
         if self.vocab is not None:
@@ -195,6 +206,9 @@ class Generator:
 
             session = DecodeSession(self.module, {link.input: self._initial_cache(link, batch) for link in self.links},
                                     self.links)
+        if lockstep:
+            return self._lockstep(session, [list(row[m != 0]) for row, m in zip(ids, mask)], max_new_tokens, eos_id,
+                                  pad_id, progress)
         started = time.perf_counter()
         sequence, fed = ids, 0
         finished = np.zeros(batch, bool)
@@ -226,6 +240,55 @@ class Generator:
         rate = batch * steps / seconds if steps and seconds > 0 else None
         return Generation(sequence, mask, prompt_length, prefill_ms, rate, steps)
 
+    def _lockstep(self, session, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None, pad_id: int,
+                  progress: Progress | None) -> Generation:
+        """Prompts of different lengths on a model without a mask (each row's valid length is its
+        nonpad_kv_seqlen): no padding at all. Every call gives each row its next token: first the
+        shortest prompt's length from every prompt, then one token per call, a prompt's next token
+        until it is all in, then the row's last new one. Every row's tokens are its own (exactly
+        its prompt generated alone), the rows only share the calls; a row that is done is fed its
+        last token again, which nothing reads."""
+        batch, longest = len(prompts), max(map(len, prompts))
+        streams = [list(prompt) for prompt in prompts]
+        new = [[] for _ in prompts]
+        done = np.zeros(batch, bool)
+        started = time.perf_counter()
+        past, rows, steps, last_report = 0, min(map(len, prompts)), 0, started
+        prefill_ms, decode_started = None, None
+        while not done.all():
+            sequence = np.zeros((batch, past + rows), np.int64)  # only the columns from `past` are fed
+            sequence[:, past:] = [stream[past:past + rows] + [stream[-1]] * (past + rows - len(stream))
+                                  for stream in streams]
+            logits = self._logits_after(session, sequence, np.ones_like(sequence), past)
+            past += rows
+            rows = 1
+            now = time.perf_counter()
+            if prefill_ms is None:
+                prefill_ms, decode_started = (now - started) * 1e3, now
+            else:
+                steps += 1
+            for row, stream in enumerate(streams):
+                if done[row] or past < len(stream):  # still in its prompt
+                    continue
+                finished = eos_id is not None and bool(new[row]) and new[row][-1] == eos_id
+                token = eos_id if finished else int(np.argmax(logits[row]))
+                stream.append(token)
+                new[row].append(token)
+                done[row] = len(new[row]) >= max_new_tokens or (eos_id is not None and token == eos_id)
+            if progress and now - last_report >= _PROGRESS_EVERY_S:
+                last_report = now
+                progress(f"generated {min(map(len, new))}/{max_new_tokens} tokens in every row")
+        seconds = time.perf_counter() - decode_started
+        count = max(map(len, new))
+        ids = np.full((batch, longest + count), pad_id, np.int64)
+        mask = np.zeros_like(ids)
+        for row, (prompt, tokens) in enumerate(zip(prompts, new)):
+            tokens = tokens + [eos_id] * (count - len(tokens))  # rows that stopped at eos
+            ids[row, longest - len(prompt):] = prompt + tokens
+            mask[row, longest - len(prompt):] = 1
+        rate = sum(map(len, new)) / seconds if steps and seconds > 0 else None
+        return Generation(ids, mask, longest, prefill_ms, rate, steps)
+
     def _logits_after(self, session, sequence: np.ndarray, mask: np.ndarray, fed: int) -> np.ndarray:
         """Feed the tokens after the first `fed` (all of them without a cache): the last logits row."""
         if session is None:
@@ -251,6 +314,10 @@ class Generator:
         if self.cache_position_input is not None:
             positions = np.broadcast_to(np.arange(past, total), (batch, rows))
             feeds[self.cache_position_input] = self._per_position(self.cache_position_input, positions)
+        for name, value in ((self.write_index_input, past), (self.valid_length_input, total)):
+            if name is not None:
+                feeds[name] = np.full([batch if size is None else size for size in self.specs[name].shape], value,
+                                      self.specs[name].dtype)
         for name in self.past_length_inputs:
             spec = self.specs[name]
             shape = [batch if size is None else size for size in spec.shape]

@@ -33,6 +33,9 @@ BY_STEM = {path.stem: path for path in FIXTURES}
 PROMPT = [5, 17, 42, 9]
 BATCH = [[5, 17, 42, 9], [8, 9]]
 NEW = 5
+# How the fixtures' producers name a cache's update (torch.onnx, mobius, transformers' exporter, mobius --static-cache).
+PRESENT_NAMES = (("past_key_values.", "present."), ("past", "present"), ("input.cache", "output.cache"),
+                 ("key_cache", "updated_key_cache"), ("value_cache", "updated_value_cache"))
 
 
 def ort_greedy(session: onnxruntime.InferenceSession, prompts, max_new: int, state: dict, present: dict,
@@ -54,10 +57,16 @@ def ort_greedy(session: onnxruntime.InferenceSession, prompts, max_new: int, sta
             end = begin + 1 if one_token_calls else ids.shape[1]
             step_mask = mask[:, :end]
             feeds = {"input_ids": ids[:, begin:end], **state, **(constant or {})}
+            inputs = [i.name for i in session.get_inputs()]
+            if "position_ids" in inputs:  # as transformers' generate: 1 at the padding
+                feeds["position_ids"] = np.where(mask[:, :end] == 0, 1, np.cumsum(mask[:, :end], -1) - 1)[:, begin:]
+            if "write_indices" in inputs:  # a fixed-capacity cache (mobius --static-cache): rows begin..end
+                feeds["write_indices"] = np.full(len(prompts), begin, np.int64)
+                feeds["nonpad_kv_seqlen"] = np.full(len(prompts), end, np.int64)
             if mask_slots is not None:
                 feeds["past_length"] = np.array(begin, np.int64)
                 step_mask = np.pad(step_mask, [(0, 0), (0, mask_slots - end)])
-            if "attention_mask" in [i.name for i in session.get_inputs()]:
+            if "attention_mask" in inputs:
                 feeds["attention_mask"] = step_mask
             result = dict(zip(outputs, session.run(None, feeds)))
             state = {name: result[present[name]] for name in state}
@@ -78,10 +87,16 @@ def fixture_reference(path: pathlib.Path, prompts, max_new: int, **options) -> n
     data = np.load(path.with_suffix(".npz"))
     stored = {key.removeprefix("case0.in."): data[key] for key in data.files if key.startswith("case0.in.")}
     outputs = [o.name for o in session.get_outputs()]
+    if "attention_mask" not in stored and len(set(map(len, prompts))) > 1:
+        # Nothing masks left padding: each row is its prompt generated alone (generate's lockstep).
+        rows = [fixture_reference(path, [prompt], max_new, **options)[0] for prompt in prompts]
+        longest = max(map(len, rows))
+        return np.array([np.pad(row, (longest - len(row), 0)) for row in rows])
+    fed = ("input_ids", "attention_mask", "past_length", "position_ids", "write_indices", "nonpad_kv_seqlen")
     state = {name: value if value.ndim == 0 else np.zeros((len(prompts),) + value.shape[1:], value.dtype)
-             for name, value in stored.items() if name not in ("input_ids", "attention_mask", "past_length")}
-    present = {name: name.replace("past", "present").replace("input.cache", "output.cache") for name in state}
-    assert set(present.values()) <= set(outputs)
+             for name, value in stored.items() if name not in fed}
+    present = {name: next(name.replace(old, new) for old, new in PRESENT_NAMES if name.replace(old, new) in outputs)
+               for name in state}
     slots = stored["attention_mask"].shape[1] if "past_length" in stored else None
     return ort_greedy(session, prompts, max_new, state, present, mask_slots=slots, **options)
 
@@ -103,14 +118,17 @@ def test_greedy_ids_match_onnxruntime(path):
     """One prompt, and a batch of two of different lengths (left padding), on every fixture: decode
     (concat caches, found by name), hf (transformers' exporter names, its rank-0 pass-through field),
     static (a StaticCache in the ONNX: past_length and a mask over every slot), nocache (the whole
-    sequence every step)."""
+    sequence every step), mobius (position_ids; --static-cache: write_indices / nonpad_kv_seqlen, no mask)."""
     generator = Generator(path)  # the .onnx: compile_cached, default flags
     for prompts in ([PROMPT], BATCH):
         result = generator(prompts, NEW)
         np.testing.assert_array_equal(result.ids, fixture_reference(path, prompts, NEW), err_msg=path.stem)
         assert result.ids.dtype == np.int64 and result.ids.shape == (len(prompts), len(PROMPT) + NEW)
         assert result.prompt_length == len(PROMPT) and result.new_ids.shape == (len(prompts), NEW)
-        assert result.prefill_ms > 0 and result.decode_steps == NEW - 1 and result.decode_tokens_per_s > 0
+        # Without a mask, prompts of different lengths share the calls in lockstep (no padding): the
+        # shortest prompt first, then one token per call, so the longer prompt's rest adds calls.
+        lockstep = 0 if "attention_mask" in generator.module.input_names else max(map(len, prompts)) - min(map(len, prompts))
+        assert result.prefill_ms > 0 and result.decode_steps == NEW - 1 + lockstep and result.decode_tokens_per_s > 0
     cached = {link.input for link in generator.links}
     if "nocache" in path.stem:
         assert not cached
