@@ -15,7 +15,7 @@ import pytest
 
 from kvattn.runtime.compiler import compile_cached
 from kvattn.runtime.module import CompiledModule
-from tests.exported_fixtures import FIXTURES, TOLERANCE, absolute_tolerance, by_fixture, stored_cases
+from tests.exported_fixtures import FIXTURES, absolute_tolerance, by_fixture, stored_cases, tolerance
 
 
 def symbolic_dims(path: pathlib.Path, inputs: dict) -> dict[str, int]:
@@ -34,9 +34,10 @@ def check_case(path, module: CompiledModule, session, name: str, inputs: dict, f
     assert list(got) == [o.name for o in session.get_outputs()]
     for (output, value), reference, torch_value in zip(got.items(), expected, from_torch, strict=True):
         where = f"{path.stem} case {name}: {output}"
-        atol = absolute_tolerance(reference)
-        np.testing.assert_allclose(value, reference, rtol=TOLERANCE, atol=atol, err_msg=f"{where} vs onnxruntime")
-        np.testing.assert_allclose(value, torch_value, rtol=TOLERANCE, atol=atol, err_msg=f"{where} vs torch")
+        rtol = tolerance(path)
+        atol = absolute_tolerance(reference, rtol)
+        np.testing.assert_allclose(value, reference, rtol=rtol, atol=atol, err_msg=f"{where} vs onnxruntime")
+        np.testing.assert_allclose(value, torch_value, rtol=rtol, atol=atol, err_msg=f"{where} vs torch")
 
 
 def test_every_architecture_variant_and_opset_is_there():
