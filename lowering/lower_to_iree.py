@@ -61,12 +61,31 @@ def lower_kvattn_ops(module: ir.Module, options: LoweringOptions = LoweringOptio
     return lowered
 
 
+def _as_declared(ctx: RuleContext, name: str, value: Value) -> Value:
+    """`value` with the result type the op declares: ONNX shape inference may know sizes of a
+    result that its operands leave open (a past cache of dims [?, ?, ?, ?] whose update is
+    [?, 2, 16, 16]); each such size is checked at run time before the tensor.cast."""
+    declared = ctx.op.result_type(name)
+    if declared is None or value.type == declared or value.type.element != declared.element:
+        return value
+    w = ctx.w
+    for axis, size in enumerate(declared.shape):
+        if size is not None and value.type.shape[axis] is None:
+            ctx.require_equal(w.dim(value, axis), size, f"{name} has a size on axis {axis} other than the model's "
+                                                        f"declared {size}")
+    sizes = tuple(w.dim(value, axis) if size is None else size for axis, size in enumerate(declared.shape))
+    return w.op(f"tensor.cast {value} : {value.mlir_type} to {declared.mlir}", declared, "cast", sizes)
+
+
 def lower_op(op: dialect.KvOp, rule: Rule, options: LoweringOptions) -> Lowered:
     writer = FunctionWriter(op.node)
     args = {name: Value(f"%{name}", op.operand_type(name))
             for name in op.spec.operands if op.operand(name) is not None}
-    results = rule(RuleContext(op, writer, args, options))
+    context = RuleContext(op, writer, args, options)
+    results = rule(context)
     present = op.present_results()
+    for name, _ in present:
+        results[name] = _as_declared(context, name, results[name])
     text = writer.function("lowered", list(args.values()), [results[name] for name, _ in present])
     moved = splice(op.operation, text, [op.operand(name) for name in args], [value for _, value in present])
     names = []

@@ -24,6 +24,8 @@ its inputs by exporters' names and feeds each step what they mean:
   that is not a cache (rank 0 or 1, e.g. transformers' `_sliding_window_tensor`) needs its value
   in `inputs=`, unless the ONNX returns it unchanged (an Identity), when any value does.
   A module compiled with --static-kv-cache takes the same steps; its session feeds `past_length`.
+  A transformers-exporter StaticCache feeds its used length back (rank-0 `cumulative_length`
+  fields, starting at 0) and takes a mask over every slot.
 - `inputs={name: array}`: anything else, the same every step.
 An input none of these covers is a KvattnError naming it. A model without any cache (use_cache=
 False exports) runs the whole sequence again at every step (cost grows with the square of the
@@ -157,9 +159,12 @@ class Generator:
                               f"exactly {self.rows} token per call ({ids_spec.describe()})")
         # A fixed-capacity cache in the ONNX itself: its mask covers every slot and a past length says how many
         # are used; the mask is padded to that length.
+        # transformers' exporter feeds a StaticCache's length back as a rank-0 `cumulative_length` field.
+        self.fed_back_lengths = {link.input for link in self.links if link.input.endswith("cumulative_length")
+                                 and not self.specs[link.input].shape and self.specs[link.input].dtype.kind in "iu"}
         mask_spec = self.specs.get(self.mask_input)
-        self.mask_slots = (mask_spec.shape[-1] if mask_spec is not None and len(mask_spec.shape) == 2
-                           and self.past_length_inputs else None)
+        self.mask_slots = (_sizes(mask_spec)[-1] if mask_spec is not None and len(mask_spec.shape) == 2
+                           and (self.past_length_inputs or self.fed_back_lengths) else None)
         self.capacity, self.capacity_what = None, ""
         if self.static:
             self.capacity = self.static.capacity
@@ -343,6 +348,8 @@ class Generator:
         spec = self.specs[link.input]
         if link.input in self.fixed:
             return self.fixed[link.input]
+        if link.input in self.fed_back_lengths:  # an empty cache: 0 rows used
+            return np.zeros((), spec.dtype)
         sizes = _sizes(spec)
         if self.static and len(sizes) == 4:  # the session pads an empty past to the capacity
             return np.zeros((batch, sizes[1] or 0, 0, sizes[3] or 0), spec.dtype)

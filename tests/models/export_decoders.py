@@ -38,6 +38,10 @@ Variants (fixtures/<arch>_opset<N>_<variant>.onnx):
                 `input.cache.layers.<l>.keys/values` (+ rank-0 `_sliding_window_tensor` for sliding layers), outputs
                 `output.cache.layers...`, dims it names itself (`s17`, ...; a sliding layer's past gets its own symbol). Positions are the
                 model's own `arange` (its rotary is not fused, so batch > 1 runs).
+  hf_static     transformers' own exporter on the model with a StaticCache of 16 slots (laid out as the
+                static variant's): inputs `input.cache.layers.<l>.keys/values` [batch, 2, 16, 16] (dims named
+                '2', '16') and rank-0 `cumulative_length`, a mask over every slot; its cache write is an
+                index_put (ScatterND of the new rows broadcast with Expand).
 The decode/nocache/static wrappers pass position_ids [batch, seq] computed from attention_mask as `generate` does.
 onnxscript 0.7 fuses RotaryEmbedding and RMSNormalization only at opset 23; at 24 and 25 they stay decomposed.
 Per-node metadata (stack traces, FX names, local paths) is stripped to keep the files small; the graph is
@@ -99,7 +103,7 @@ FIXTURE_LIST = [
     ("llama", 25, "static", 2), ("qwen2", 23, "static", 1),
     ("llama", 24, "hf", 2), ("gemma2", 25, "hf_eager", 2),
     ("gpt2", 24, "decode", 2), ("mixtral", 24, "decode", 2), ("qwen2moe", 24, "decode", 2),
-    ("gptoss", 24, "decode_eager", 2),
+    ("gptoss", 24, "decode_eager", 2), ("llama", 24, "hf_static", 2),
 ]
 STATIC_LEN = 16
 # (name, batch, past, new tokens, left-padding of row 1)
@@ -175,11 +179,7 @@ class StaticStep(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, past_length, *slots):
-        cache = StaticCache(config=self.model.config, max_cache_len=STATIC_LEN)
-        for index, layer in enumerate(cache.layers):
-            keys, values = slots[2 * index].clone(), slots[2 * index + 1].clone()
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values, layer.cumulative_length = keys, values, past_length.clone()
+        cache = static_cache(self.model, slots, past_length)
         position_ids = positions(attention_mask, past_length, input_ids.shape[1])
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                          use_cache=True)
@@ -319,7 +319,61 @@ class HfReference(torch.nn.Module):
         return tuple(outputs)
 
 
-EXPORTERS = {"decode": export_decode, "nocache": export_nocache, "static": export_static, "hf": export_hf}
+def static_cache(model, slots, past_length) -> StaticCache:
+    """A StaticCache of STATIC_LEN slots holding `slots` (k, v per layer), `past_length` of them used."""
+    cache = StaticCache(config=model.config, max_cache_len=STATIC_LEN)
+    for index, layer in enumerate(cache.layers):
+        keys, values = slots[2 * index].clone(), slots[2 * index + 1].clone()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values, layer.cumulative_length = keys, values, past_length.clone()
+    return cache
+
+
+class HfStaticReference(torch.nn.Module):
+    """What the transformers exporter traced with a StaticCache: the model on (ids, mask over the slots,
+    cache), returning the logits and every cache field the export returns."""
+
+    def __init__(self, model, output_names: list[str]):
+        super().__init__()
+        self.model, self.output_names = model, output_names
+
+    def forward(self, **inputs):
+        layers = range(self.model.config.num_hidden_layers)
+        slots = [inputs[f"input.cache.layers.{layer}.{field}"] for layer in layers for field in ("keys", "values")]
+        cache = static_cache(self.model, slots, inputs["input.cache.layers.0.cumulative_length"])
+        out = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], cache=cache,
+                         use_cache=True)
+        outputs = [out.logits]
+        for name in self.output_names[1:]:
+            _, _, _, layer, field = name.split(".")
+            outputs.append(getattr(cache.layers[int(layer)], field))
+        return tuple(outputs)
+
+
+def export_hf_static(model, opset: int):
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    b, p, s = EXAMPLE
+    ids, mask, past_length, *slots = static_inputs(model, torch.Generator().manual_seed(1), b, p, s, 0)
+    sample = dict(input_ids=ids, attention_mask=mask, cache=static_cache(model, slots, past_length), use_cache=True)
+    exported = OnnxExporter().export(model, sample, config=OnnxConfig(dynamic=True, opset_version=opset))
+    proto = onnx_ir.serde.serialize_model(exported.program)
+    names = [value.name for value in proto.graph.input]
+    module = HfStaticReference(model, [value.name for value in proto.graph.output])
+    cases = []
+    for k, (name, *shape) in enumerate(DECODE_CASES):
+        ids, mask, past_length, *slots = static_inputs(model, torch.Generator().manual_seed(10 + k), *shape)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        for layer in range(model.config.num_hidden_layers):
+            inputs[f"input.cache.layers.{layer}.keys"] = slots[2 * layer]
+            inputs[f"input.cache.layers.{layer}.values"] = slots[2 * layer + 1]
+            inputs[f"input.cache.layers.{layer}.cumulative_length"] = past_length
+        cases.append((name, inputs))
+    return module, proto, names, cases
+
+
+EXPORTERS = {"decode": export_decode, "nocache": export_nocache, "static": export_static, "hf": export_hf,
+             "hf_static": export_hf_static}
 
 
 def strip_metadata(proto: onnx.ModelProto) -> None:
