@@ -58,22 +58,59 @@ def load_model(source) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(checked if isinstance(checked, onnx.ModelProto) else os.fspath(checked))
     except onnx.checker.ValidationError as exc:
-        problem = _problem_once_sorted(model) if _UNSORTED in str(exc) else str(exc)
+        problem = _problem_in_onnxruntime_form(model) if _onnxruntime_reads_it(str(exc)) else str(exc)
         if problem:
             raise KvattnError(f"the ONNX model is invalid: {problem.strip().splitlines()[0]}") from None
     return model
 
 
-# onnxruntime runs graphs whose nodes are out of order (kvattn sorts them: rewrites/model_form.py).
+# What onnxruntime accepts beyond the ONNX checker: graphs whose nodes are out of order (its fp16
+# converter writes them), and its own contrib op SimplifiedLayerNormalization in the default domain
+# (onnxruntime-genai's model builder writes it there). kvattn reads them as onnxruntime does.
 _UNSORTED = "Nodes in a graph must be topologically sorted"
+ONNXRUNTIME_DEFAULT_DOMAIN_OPS = ("SimplifiedLayerNormalization",)
+CONTRIB_DOMAIN = "com.microsoft"
 
 
-def _problem_once_sorted(model: onnx.ModelProto) -> str | None:
-    """What the checker says of the model with its nodes sorted (onnx-ir's TopologicalSortPass)."""
+def _onnxruntime_reads_it(message: str) -> bool:
+    return _UNSORTED in message or any(f"No Op registered for {op} " in message for op in ONNXRUNTIME_DEFAULT_DOMAIN_OPS)
+
+
+def in_onnxruntime_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """The model as onnxruntime reads it: nodes sorted topologically (onnx-ir's TopologicalSortPass),
+    onnxruntime's contrib ops of the default domain in com.microsoft; the changes, one line each.
+    Returned as is when there is nothing to change."""
+    moved = sorted({node.op_type for node in model.graph.node
+                    if node.domain in ("", "ai.onnx") and node.op_type in ONNXRUNTIME_DEFAULT_DOMAIN_OPS})
+    if not moved and _sorted(model.graph):
+        return model, []
     ir_model = onnx_ir.serde.deserialize_model(model)
-    TopologicalSortPass()(ir_model)
+    changes = []
+    if TopologicalSortPass()(ir_model).modified and not _sorted(model.graph):
+        changes.append("sorted the graph's nodes topologically")
+    for node in ir_model.graph:
+        if node.domain in ("", "ai.onnx") and node.op_type in ONNXRUNTIME_DEFAULT_DOMAIN_OPS:
+            node.domain = CONTRIB_DOMAIN
+    if moved:
+        ir_model.opset_imports.setdefault(CONTRIB_DOMAIN, 1)
+        changes.append(f"read {', '.join(moved)} of the default domain as onnxruntime's ({CONTRIB_DOMAIN})")
+    return onnx_ir.serde.serialize_model(ir_model), changes
+
+
+def _sorted(graph: onnx.GraphProto) -> bool:
+    """Whether every node's inputs are graph inputs, initializers or earlier nodes' outputs."""
+    known = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    for node in graph.node:
+        if any(name not in known for name in node.input):
+            return False
+        known.update(node.output)
+    return True
+
+
+def _problem_in_onnxruntime_form(model: onnx.ModelProto) -> str | None:
+    """What the checker says of the model as onnxruntime reads it."""
     try:
-        onnx.checker.check_model(onnx_ir.serde.serialize_model(ir_model))
+        onnx.checker.check_model(in_onnxruntime_form(model)[0])
     except onnx.checker.ValidationError as exc:
         return str(exc)
     return None
@@ -84,7 +121,7 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     the types ONNX shape inference gives them, whose Constants are tensors and whose subgraph
     Constants are typed tensors (the user's model is untouched)."""
     try:
-        named = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        named = onnx.shape_inference.infer_shapes(_without_wrong_annotations(model), data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
         raise KvattnError(f"ONNX shape inference rejected the model: {_first_line(exc)}") from None
     _forget_inferred_qk_length(named)
@@ -107,6 +144,32 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _without_wrong_annotations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the value_info annotations of intermediate values that contradict what
+    their node computes (onnxruntime ignores them; onnxruntime-genai's builder declares a
+    one-element constant as a scalar). A declared graph output that does is an error later."""
+    outputs = {value.name for value in model.graph.output}
+    copy = None
+    for _ in range(len(model.graph.value_info)):
+        try:
+            onnx.shape_inference.infer_shapes(copy or model, strict_mode=True)
+            break
+        except onnx.shape_inference.InferenceError as exc:
+            conflict = _DECLARED_CONFLICT.search(str(exc))
+            node = conflict and next((n for n in (copy or model).graph.node if n.name == conflict.group(2)), None)
+            wrong = [name for name in (node.output if node else []) if name not in outputs]
+            annotated = [v for v in (copy or model).graph.value_info if v.name in wrong]
+            if not annotated:
+                break
+            if copy is None:
+                copy = onnx.ModelProto()
+                copy.CopyFrom(model)
+                annotated = [v for v in copy.graph.value_info if v.name in wrong]
+            for value in annotated:
+                copy.graph.value_info.remove(value)
+    return copy or model
 
 
 def _check_declared_types(named: onnx.ModelProto) -> None:

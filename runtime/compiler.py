@@ -33,7 +33,7 @@ from kvattn.lowering import onnx_import, onnx_params, tensor_types
 from kvattn.lowering.diagnostics import InternalError, KvattnError
 from kvattn import rewrites
 from kvattn.passes import bind_dims, pipeline
-from kvattn.rewrites import model_form
+from kvattn.rewrites import group_query_attention, model_form
 from kvattn.rewrites import static_kv_cache as static_kv_cache_rewrite
 from kvattn.runtime import targets
 from kvattn.runtime.manifest import (REFLECTION_KEY, CacheLink, Manifest, Parameters, ScatterBound, StaticCacheInfo,
@@ -100,6 +100,7 @@ def compile_model(source, target: str = "llvm-cpu", arch: str | None = None,
         caches=tuple(_cache_links(result.cache_updates)),
         static_cache=static_info,
         parameters=parameters,
+        rewrites=tuple(result.rewrites),
     )
     with context:
         _embed_manifest(result.module, manifest)
@@ -209,6 +210,8 @@ def _prepared(source, dims: Mapping[str, int] | None, static_kv_cache: int | Non
     line per rewrite) and its caches made static, as asked; whether its weights are externalized
     (if not, the model has all its external data read)."""
     model, rewritten = model_form.normalize(onnx_import.load_model(source))
+    model, contrib = group_query_attention.rewrite(model)
+    rewritten += contrib
     static_info = None
     if dims:
         say(f"binding {', '.join(f'{name}={value}' for name, value in dims.items())}")

@@ -133,6 +133,8 @@ class Generator:
         # Caches of a fixed capacity that the model writes at `write_indices` and reads up to
         # `nonpad_kv_seqlen` (TensorScatter + Attention-24, as mobius --static-cache builds them).
         self.write_index_input = _role(names, ("write_indices",))
+        # onnxruntime's GroupQueryAttention reads the mask as right padding (seqlens_k = its sum - 1).
+        self.right_padded = any(line.startswith("GroupQueryAttention") for line in manifest.rewrites)
         self.valid_length_input = _role(names, ("nonpad_kv_seqlen",))
         known = {self.ids_input, self.mask_input, self.position_input, self.cache_position_input,
                  self.write_index_input, self.valid_length_input, *self.past_length_inputs, *cached, *self.fixed}
@@ -192,8 +194,8 @@ class Generator:
         if self.batch is not None and batch != self.batch:
             raise KvattnError(f"the module takes a batch of {self.batch} ({self.specs[self.ids_input].describe()}); "
                               f"got {batch} prompt(s)")
-        lockstep = self.mask_input is None and not mask.all()
-        if lockstep and (self.valid_length_input is None or not self.links):
+        lockstep = not mask.all() and (self.mask_input is None or self.right_padded)
+        if lockstep and (self.valid_length_input is None and not self.right_padded or not self.links):
             raise KvattnError("prompts of different lengths are left-padded, but the model has no attention_mask "
                               "input to mask the padding; give prompts of one length")
         if self.vocab is not None:
@@ -248,7 +250,8 @@ class Generator:
     def _lockstep(self, session, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None, pad_id: int,
                   progress: Progress | None) -> Generation:
         """Prompts of different lengths on a model without a mask (each row's valid length is its
-        nonpad_kv_seqlen): no padding at all. Every call gives each row its next token: first the
+        nonpad_kv_seqlen) or whose attention reads the mask as right padding (GroupQueryAttention):
+        no padding at all. Every call gives each row its next token: first the
         shortest prompt's length from every prompt, then one token per call, a prompt's next token
         until it is all in, then the row's last new one. Every row's tokens are its own (exactly
         its prompt generated alone), the rows only share the calls; a row that is done is fed its
@@ -351,6 +354,9 @@ class Generator:
         if link.input in self.fed_back_lengths:  # an empty cache: 0 rows used
             return np.zeros((), spec.dtype)
         sizes = _sizes(spec)
+        present = _sizes(self.specs[link.output])
+        if len(present) == len(sizes):  # a dim the past leaves symbolic that its present fixes (the head size)
+            sizes = [size if size is not None or axis == 0 else present[axis] for axis, size in enumerate(sizes)]
         if self.static and len(sizes) == 4:  # the session pads an empty past to the capacity
             return np.zeros((batch, sizes[1] or 0, 0, sizes[3] or 0), spec.dtype)
         shape = [batch if axis == 0 else (0 if size is None else size) for axis, size in enumerate(sizes)]

@@ -97,6 +97,7 @@ class Manifest:
     caches: tuple[CacheLink, ...] = ()
     static_cache: StaticCacheInfo | None = None
     parameters: Parameters | None = None
+    rewrites: tuple[str, ...] = ()  # what kvattn.rewrites did to the ONNX model, one line each
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -114,6 +115,7 @@ class Manifest:
             caches=tuple(CacheLink(**c) for c in raw["caches"]),
             static_cache=StaticCacheInfo(**raw["static_cache"]) if raw["static_cache"] else None,
             parameters=_parameters(raw.get("parameters")),  # absent in vmfbs from before parameters
+            rewrites=tuple(raw.get("rewrites", ())),
         )
 
 

@@ -16,6 +16,12 @@ Llama of export_decoders.py (saved with `save_pretrained`, nothing downloaded). 
                               key_cache.<l> [batch, 16, 32], `write_indices` and `nonpad_kv_seqlen` [batch]
                               inputs, Attention-24 over the whole buffer with nonpad_kv_seqlen.
 
+  mobius_llama_cpu            `--ep cpu`: onnxruntime's com.microsoft GroupQueryAttention (packed QKV, rotary
+                              inside, seqlens_k = sum(attention_mask) - 1: right padding) and the
+                              SkipSimplifiedLayerNormalization function; inputs as the default profile's
+                              without position_ids. Its cases' outputs are onnxruntime's (transformers
+                              pads on the left): checked against transformers on the batch-1 cases.
+
 Each <stem>.npz holds cases as export_decoders.py's do (`case<k>.in.<name>`, `case<k>.out.<i>`);
 the outputs are transformers' (the same weights, the same past), and onnxruntime is checked
 against them to 1e-4. The weights are moved inline (the files are small).
@@ -108,6 +114,40 @@ def static_cases(model):
     return cases
 
 
+# (name, past, new tokens, valid tokens per row): right padding, as GroupQueryAttention reads the mask.
+CPU_CASES = [("prefill", 0, 5, [5]), ("decode", 5, 1, [6]), ("batch2_rightpad", 0, 4, [4, 2]), ("batch2_decode", 6, 1, [7, 7])]
+
+
+def cpu_cases(model, proto: onnx.ModelProto):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    module = ed.DecodeStep(model)
+    heads = ed.kv_heads(model)
+    cases = []
+    for k, (name, past, seq, valid) in enumerate(CPU_CASES):
+        generator = torch.Generator().manual_seed(30 + k)
+        batch = len(valid)
+        ids = torch.randint(3, 64, (batch, seq), generator=generator)
+        mask = torch.zeros(batch, past + seq, dtype=torch.int64)
+        for row, count in enumerate(valid):
+            mask[row, :count] = 1
+        pasts = [torch.randn(batch, heads, past, 16, generator=generator) for _ in range(2 * LAYERS)]
+        inputs = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        for layer in range(LAYERS):
+            inputs[f"past_key_values.{layer}.key"] = pasts[2 * layer].numpy()
+            inputs[f"past_key_values.{layer}.value"] = pasts[2 * layer + 1].numpy()
+        outputs = session.run(None, inputs)
+        if batch == 1:  # no padding: transformers computes the same
+            names = ["logits"] + [f"present.{layer}.{kind}" for layer in range(LAYERS) for kind in ("key", "value")]
+            expected = dict(zip(names, ed.run_torch(module, None, (ids, mask, *pasts))))
+            error = max(float(np.abs(value - expected[output.name]).max())
+                        for value, output in zip(outputs, session.get_outputs()))
+            assert error < 1e-4, (name, error)
+        cases.append((name, inputs, outputs))
+    return cases
+
+
 def save(stem: str, proto: onnx.ModelProto, cases) -> None:
     path = FIXTURES / f"{stem}.onnx"
     onnx.save(proto, str(path))
@@ -125,8 +165,10 @@ def main() -> None:
     save("mobius_llama_default", mobius_build(model), default_cases(model))
     save("mobius_llama_tensorscatter", mobius_build(model, "--static-cache", "--max-seq-len", str(CAPACITY)),
          static_cases(model))
+    cpu = mobius_build(model, "--ep", "cpu")
+    save("mobius_llama_cpu", cpu, cpu_cases(model, cpu))
     bad = []
-    for stem in ("mobius_llama_default", "mobius_llama_tensorscatter"):
+    for stem in ("mobius_llama_default", "mobius_llama_tensorscatter", "mobius_llama_cpu"):
         _, errors = ed.check(FIXTURES / f"{stem}.onnx")
         print(f"{stem}: onnxruntime vs transformers, max |error| per case: " + " ".join(f"{e:.1e}" for e in errors))
         bad += [stem] if not all(e <= 1e-4 for e in errors) else []
