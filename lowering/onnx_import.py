@@ -108,9 +108,21 @@ def _sorted(graph: onnx.GraphProto) -> bool:
 
 
 def _problem_in_onnxruntime_form(model: onnx.ModelProto) -> str | None:
-    """What the checker says of the model as onnxruntime reads it."""
+    """What the checker says of the model as onnxruntime reads it (its external data, unread, was
+    checked with the file: here its weights are graph inputs of their types, which the checker
+    from memory would look for beside the working directory)."""
+    converted = in_onnxruntime_form(model)[0]
+    external = [t for t in converted.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(converted)
+        converted = copy
+        kept = [t for t in converted.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+        del converted.graph.initializer[:]
+        converted.graph.initializer.extend(kept)
+        converted.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in external)
     try:
-        onnx.checker.check_model(in_onnxruntime_form(model)[0])
+        onnx.checker.check_model(converted)
     except onnx.checker.ValidationError as exc:
         return str(exc)
     return None

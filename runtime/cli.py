@@ -102,19 +102,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("generate", help="greedy token generation with a decoder (.onnx or .vmfb)", parents=[common],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = sub.add_parser("generate", help="token generation with a decoder (.onnx, .vmfb or a model directory)",
+                       parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=_GENERATE_DESCRIPTION, epilog=_GENERATE_EPILOG)
-    p.add_argument("model", help="a .vmfb made by kvattn, or an .onnx file")
-    p.add_argument("--prompt-ids", action="append", required=True, metavar="ID,ID,...",
-                   help="the prompt's token ids, comma-separated; repeat for a batch of prompts (shorter ones are "
-                        "left-padded and masked)")
+    p.add_argument("model", help="a .vmfb made by kvattn, an .onnx file, or a model directory (onnxruntime-genai's "
+                                 "genai_config.json naming the decoder, or one .onnx; tokenizer.json beside it)")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", action="append", metavar="TEXT",
+                        help="the prompt as text, encoded with the tokenizer.json beside the model (the tokenizers "
+                             "package); the new text is printed as it is generated. Repeat for a batch")
+    prompt.add_argument("--prompt-ids", action="append", metavar="ID,ID,...",
+                        help="the prompt's token ids, comma-separated; repeat for a batch of prompts (shorter ones "
+                             "are left-padded and masked)")
     p.add_argument("--max-new-tokens", type=int, required=True, metavar="N", help="how many tokens to generate")
-    p.add_argument("--eos-id", type=int, metavar="ID",
+    p.add_argument("--eos-id", type=int, action="append", metavar="ID",
                    help="end a prompt's generation at this token (it is kept, and the prompt's later positions "
-                        "repeat it); generation stops when every prompt has ended")
-    p.add_argument("--pad-id", type=int, default=0, metavar="ID",
-                   help="the token id put at the left padding of shorter prompts (default 0; it is masked out)")
+                        "repeat it); repeat for several; generation stops when every prompt has ended (default: "
+                        "the eos ids of genai_config.json, generation_config.json or config.json beside the model)")
+    p.add_argument("--pad-id", type=int, metavar="ID",
+                   help="the token id put at the left padding of shorter prompts (it is masked out; default: "
+                        "genai_config.json's pad_token_id, else 0)")
+    search = p.add_argument_group("search (default: genai_config.json's, else greedy)")
+    search.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw each token from the softmax (with the options below) instead of the argmax")
+    search.add_argument("--temperature", type=float, metavar="T", help="divide the logits by T before sampling")
+    search.add_argument("--top-k", type=int, metavar="K", help="sample among the K most probable tokens (0: all)")
+    search.add_argument("--top-p", type=float, metavar="P",
+                        help="sample among the fewest most probable tokens whose probabilities add up to P")
+    search.add_argument("--repetition-penalty", type=float, metavar="R",
+                        help="divide (multiply, if negative) the logit of every token already in the sequence by R; "
+                             "greedy too")
+    search.add_argument("--seed", type=int, metavar="N", help="the sampler's seed: the same seed gives the same ids")
     p.add_argument("--output-ids", metavar="FILE.npy",
                    help="save the prompts and the new tokens, int64 [batch, prompt + new], to FILE.npy")
     p.add_argument("--cache", action="append", default=[], metavar="PAST=PRESENT",
@@ -152,10 +170,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _GENERATE_DESCRIPTION = """\
-Generate tokens greedily (the argmax of the last logits row) with an exported decoder step: the
-prompt runs as one prefill, then each new token as one decode step, the KV caches kept on the
-device between steps. An .onnx argument is compiled first (cached by content and flags, as `run`
-does). Prints the new ids, the prefill time and the decode rate."""
+Generate tokens with an exported decoder step, greedily (the argmax of the last logits row) or
+sampled: the prompt runs as one prefill, then each new token as one decode step, the KV caches
+kept on the device between steps. An .onnx argument is compiled first (cached by content and
+flags, as `run` does). Prints the new text (with --prompt) and ids, the prefill time and the
+decode rate."""
 _GENERATE_EPILOG = """\
 The model's inputs are fed by exporters' names: input_ids; attention_mask (0 at the left padding
 of shorter prompts); position_ids and cache_position from it; past_length; the KV caches (inputs
@@ -166,8 +185,10 @@ again at every step. Any other input needs --input, or --cache when it is a cach
 not pair. With --static-kv-cache MAX_LEN the prompt and the new tokens but the last must fit in
 MAX_LEN rows.
 
-example:
-  kvattn generate llama.onnx --prompt-ids 1,450,4996 --max-new-tokens 32 --eos-id 2 --output-ids ids.npy"""
+examples:
+  kvattn generate llama.onnx --prompt-ids 1,450,4996 --max-new-tokens 32 --eos-id 2 --output-ids ids.npy
+  kvattn generate phi3-int4/ --prompt "The capital of France is" --max-new-tokens 32
+  kvattn generate phi3-int4/ --prompt "Once upon a time" --max-new-tokens 64 --do-sample --top-p 0.9 --seed 1"""
 
 # Per-target chip options, as users of each toolchain know them.
 _ARCH_OPTIONS = {"llvm-cpu": "--cpu", "vulkan": "--vulkan-target", "cuda": "--cuda-arch", "hip": "--rocm-arch"}
@@ -319,10 +340,22 @@ def _run_steps(module, inputs: dict[str, np.ndarray], steps: int, progress) -> d
 
 
 def _generate(args) -> int:
-    from kvattn.runtime import generate
+    from kvattn.runtime import generate, model_dir, sampling
 
-    prompts = [_prompt_ids(spec) for spec in args.prompt_ids]
-    ids, mask = generate.prompt_arrays(prompts, pad_id=args.pad_id)
+    found = model_dir.locate(args.model)
+    tokenizer = found.load_tokenizer() if args.prompt else None
+    prompts = ([tokenizer.encode(text).ids for text in args.prompt] if tokenizer
+               else [_prompt_ids(spec) for spec in args.prompt_ids])
+    if not all(prompts):
+        raise KvattnError("--prompt: a prompt encodes to no tokens")
+    eos = args.eos_id or list(found.eos_ids) or None
+    pad_id = args.pad_id if args.pad_id is not None else found.pad_id or 0
+    given = {key: getattr(args, key) for key in model_dir.SEARCH_OPTIONS if getattr(args, key) is not None}
+    search = sampling.Search(**{**found.search, **given}, seed=args.seed)
+    unused = [f"--{key.replace('_', '-')}" for key in ("temperature", "top_k", "top_p") if key in given]
+    if unused and not search.do_sample and not args.quiet:
+        print(f"kvattn: note: {', '.join(unused)} only apply with --do-sample", file=sys.stderr)
+    ids, mask = generate.prompt_arrays(prompts, pad_id=pad_id)
     generate.check_max_new_tokens(args.max_new_tokens)
     if args.static_kv_cache is not None:  # before compiling
         generate.check_capacity(ids.shape[1], args.max_new_tokens, args.static_kv_cache,
@@ -338,12 +371,18 @@ def _generate(args) -> int:
             raise KvattnError(f"--cache '{spec}' must look like PAST=PRESENT (an input name and an output name)")
         pairs[past] = present
     progress = _progress(args)
-    generator = generate.Generator(args.model, cache_pairs=pairs, inputs=_read_inputs(args.input), progress=progress,
+    generator = generate.Generator(found.model, cache_pairs=pairs, inputs=_read_inputs(args.input), progress=progress,
                                    target=args.target, arch=_arch(args), dims=_dims(args.dim),
                                    static_kv_cache=args.static_kv_cache, inline_weights=args.inline_weights,
                                    params=args.params, attention_precision=args.attention_precision)
-    result = generator(ids, args.max_new_tokens, eos_id=args.eos_id, attention_mask=mask, pad_id=args.pad_id,
-                       progress=progress)
+    stream = _TextStream(tokenizer, eos or ()) if tokenizer and len(prompts) == 1 else None
+    result = generator(ids, args.max_new_tokens, eos_id=eos, attention_mask=mask, pad_id=pad_id,
+                       progress=progress, search=search, on_token=stream)
+    if stream:
+        stream.end()
+    elif tokenizer:
+        for row, new_ids in enumerate(result.new_ids):
+            print(f"text [{row}]: {_text(tokenizer, new_ids, eos or ())}")
     for row, new_ids in enumerate(result.new_ids):
         label = "new ids" if len(prompts) == 1 else f"new ids [{row}]"
         print(f"{label}: {','.join(str(int(i)) for i in new_ids)}")
@@ -356,6 +395,32 @@ def _generate(args) -> int:
         if not args.quiet:
             print(f"kvattn: saved ids int64{list(result.ids.shape)} in {output}", file=sys.stderr)
     return 0
+
+
+def _text(tokenizer, ids, eos) -> str:
+    """The text of new ids, up to the first eos."""
+    ids = [int(i) for i in ids]
+    end = next((k for k, i in enumerate(ids) if i in eos), len(ids))
+    return tokenizer.decode(ids[:end], skip_special_tokens=True)
+
+
+class _TextStream:
+    """Prints one prompt's new text as its tokens come (`on_token`)."""
+
+    def __init__(self, tokenizer, eos):
+        self.tokenizer, self.eos, self.ids, self.printed = tokenizer, eos, [], ""
+        print("text: ", end="", flush=True)
+
+    def __call__(self, row: int, token: int) -> None:
+        self.ids.append(token)
+        text = _text(self.tokenizer, self.ids, self.eos)
+        if text.startswith(self.printed):  # else a token changed earlier text: wait for the end
+            print(text[len(self.printed):], end="", flush=True)
+            self.printed = text
+
+    def end(self) -> None:
+        text = _text(self.tokenizer, self.ids, self.eos)
+        print(text[len(self.printed):] if text.startswith(self.printed) else "\n" + text)
 
 
 def _prompt_ids(spec: str) -> list[int]:

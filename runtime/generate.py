@@ -1,4 +1,4 @@
-"""Greedy token generation with a compiled decoder: `kvattn generate`, `generate(...)`.
+"""Token generation with a compiled decoder: `kvattn generate`, `generate(...)`.
 
     ids = generate("model.onnx", [5, 17, 42], max_new_tokens=16)   # int64 [1, 3 + 16]
     result = Generator("model.onnx")([[5, 17, 42], [8, 9]], 16, eos_id=2)
@@ -7,8 +7,8 @@
 The model is one decoder step as exporters write it: the same file runs the prefill (the whole
 prompt, an empty past) and every decode step (one token, the caches so far). `Generator` reads
 its inputs by exporters' names and feeds each step what they mean:
-- `input_ids` [batch, seq]: the prompt, then each new token (greedy: the argmax of the last
-  logits row). A module whose seq is fixed at 1 takes the prompt one token at a time.
+- `input_ids` [batch, seq]: the prompt, then each new token (greedy, the argmax of the last
+  logits row, or as `search=` says: runtime/sampling.py). A module whose seq is fixed at 1 takes the prompt one token at a time.
 - `attention_mask` [batch, past + seq]: 0 at the left padding of shorter prompts, else 1. A model
   with a fixed-capacity cache in the ONNX itself (a transformers StaticCache export: a mask over
   every slot and a `past_length` input) gets it zero-padded to that capacity.
@@ -29,8 +29,8 @@ its inputs by exporters' names and feeds each step what they mean:
 - `inputs={name: array}`: anything else, the same every step.
 An input none of these covers is a KvattnError naming it. A model without any cache (use_cache=
 False exports) runs the whole sequence again at every step (cost grows with the square of the
-length). With `eos_id`, a row that produced it gets `eos_id` from then on; generation stops when
-every row has. Prompts of different lengths are left-padded with `pad_id` (masked out).
+length). With `eos_id` (one id or several), a row that produced one repeats it from then on;
+generation stops when every row has. Prompts of different lengths are left-padded with `pad_id` (masked out).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import numpy as np
 from kvattn.lowering.diagnostics import KvattnError
 from kvattn.runtime.manifest import CacheLink, TensorSpec
 from kvattn.runtime.module import CompiledModule
+from kvattn.runtime.sampling import Search, TokenChooser
 
 Progress = Callable[[str], None]
 
@@ -77,14 +78,14 @@ class Generation:
         return self.ids[:, self.prompt_length:]
 
 
-def generate(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = None,
+def generate(model, prompt_ids, max_new_tokens: int, *, eos_id: int | Sequence[int] | None = None,
              attention_mask: np.ndarray | None = None, pad_id: int = 0,
              cache_pairs: Mapping[str, str] | None = None, inputs: Mapping[str, np.ndarray] | None = None,
              progress: Progress | None = None, target: str = "llvm-cpu", arch: str | None = None,
              dims: Mapping[str, int] | None = None, static_kv_cache: int | None = None,
              inline_weights: bool | None = None, params: str | os.PathLike | None = None,
-             attention_precision: str = "ieee") -> np.ndarray:
-    """Greedy generation: int64 [batch, prompt + new], the prompt(s) first. `model`: a
+             attention_precision: str = "ieee", search: Search | None = None) -> np.ndarray:
+    """Generation (greedy unless `search` samples): int64 [batch, prompt + new], the prompt(s) first. `model`: a
     CompiledModule, a .vmfb or an .onnx file (compiled first, cached by content and flags, with
     `target`, `arch`, `dims`, `static_kv_cache`, `inline_weights`, `attention_precision`). `prompt_ids`: one prompt (a
     list of ints), several (a list of lists, left-padded), or an int array [batch, prompt] with
@@ -97,7 +98,8 @@ def generate(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = Non
     generator = Generator(model, cache_pairs=cache_pairs, inputs=inputs, progress=progress, target=target, arch=arch,
                           dims=dims, static_kv_cache=static_kv_cache, inline_weights=inline_weights, params=params,
                           attention_precision=attention_precision)
-    return generator(ids, max_new_tokens, eos_id=eos_id, attention_mask=mask, pad_id=pad_id, progress=progress).ids
+    return generator(ids, max_new_tokens, eos_id=eos_id, attention_mask=mask, pad_id=pad_id, progress=progress,
+                     search=search).ids
 
 
 class Generator:
@@ -185,10 +187,16 @@ class Generator:
         for link in self.links:  # fail now rather than at the first call
             self._initial_cache(link, 1)
 
-    def __call__(self, prompt_ids, max_new_tokens: int, *, eos_id: int | None = None,
+    def __call__(self, prompt_ids, max_new_tokens: int, *, eos_id: int | Sequence[int] | None = None,
                  attention_mask: np.ndarray | None = None, pad_id: int = 0,
-                 progress: Progress | None = None) -> Generation:
+                 progress: Progress | None = None, search: Search | None = None,
+                 on_token: Callable[[int, int], None] | None = None) -> Generation:
+        """`eos_id`: one end-of-sequence id or several; `search`: how each token is picked
+        (greedy by default, runtime/sampling.py); `on_token(row, id)` as each row gets a token."""
         ids, mask = prompt_arrays(prompt_ids, attention_mask, pad_id)
+        eos = _eos_ids(eos_id)
+        choose = TokenChooser(search or Search())
+        on_token = on_token or (lambda row, token: None)
         check_max_new_tokens(max_new_tokens)
         batch, prompt_length = ids.shape
         if self.batch is not None and batch != self.batch:
@@ -200,7 +208,7 @@ class Generator:
                               "input to mask the padding; give prompts of one length")
         if self.vocab is not None:
             for what, values in (("prompt id", ids[mask != 0]), ("the pad id", [pad_id] if not mask.all() else []),
-                                 ("the eos id", [] if eos_id is None else [eos_id])):
+                                 ("the eos id", eos)):
                 bad = [int(v) for v in values if not 0 <= int(v) < self.vocab]
                 if bad:
                     raise KvattnError(f"{what} {bad[0]} is not a token id of this model's vocabulary of "
@@ -214,8 +222,8 @@ class Generator:
             session = DecodeSession(self.module, {link.input: self._initial_cache(link, batch) for link in self.links},
                                     self.links)
         if lockstep:
-            return self._lockstep(session, [list(row[m != 0]) for row, m in zip(ids, mask)], max_new_tokens, eos_id,
-                                  pad_id, progress)
+            return self._lockstep(session, [list(row[m != 0]) for row, m in zip(ids, mask)], max_new_tokens, eos,
+                                  pad_id, progress, choose, on_token)
         started = time.perf_counter()
         sequence, fed = ids, 0
         finished = np.zeros(batch, bool)
@@ -224,10 +232,12 @@ class Generator:
         while True:
             logits = self._logits_after(session, sequence, mask, fed)
             fed = sequence.shape[1]
-            token = np.argmax(logits, axis=-1).astype(np.int64)
-            if eos_id is not None:
-                token[finished] = eos_id
-                finished |= token == eos_id
+            token = np.array([choose(logits[row], sequence[row][mask[row] != 0]) for row in range(batch)], np.int64)
+            for row in np.flatnonzero(~finished):
+                on_token(int(row), int(token[row]))
+            if eos:
+                token[finished] = sequence[finished, -1]  # the eos each ended with
+                finished |= np.isin(token, eos)
             sequence = np.concatenate([sequence, token[:, None]], axis=1)
             mask = np.concatenate([mask, np.ones((batch, 1), mask.dtype)], axis=1)
             now = time.perf_counter()
@@ -247,8 +257,8 @@ class Generator:
         rate = batch * steps / seconds if steps and seconds > 0 else None
         return Generation(sequence, mask, prompt_length, prefill_ms, rate, steps)
 
-    def _lockstep(self, session, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None, pad_id: int,
-                  progress: Progress | None) -> Generation:
+    def _lockstep(self, session, prompts: list[list[int]], max_new_tokens: int, eos: tuple[int, ...], pad_id: int,
+                  progress: Progress | None, choose: TokenChooser, on_token: Callable[[int, int], None]) -> Generation:
         """Prompts of different lengths on a model without a mask (each row's valid length is its
         nonpad_kv_seqlen) or whose attention reads the mask as right padding (GroupQueryAttention):
         no padding at all. Every call gives each row its next token: first the
@@ -278,11 +288,11 @@ class Generator:
             for row, stream in enumerate(streams):
                 if done[row] or past < len(stream):  # still in its prompt
                     continue
-                finished = eos_id is not None and bool(new[row]) and new[row][-1] == eos_id
-                token = eos_id if finished else int(np.argmax(logits[row]))
+                token = choose(logits[row], stream)
                 stream.append(token)
                 new[row].append(token)
-                done[row] = len(new[row]) >= max_new_tokens or (eos_id is not None and token == eos_id)
+                on_token(row, token)
+                done[row] = len(new[row]) >= max_new_tokens or token in eos
             if progress and now - last_report >= _PROGRESS_EVERY_S:
                 last_report = now
                 progress(f"generated {min(map(len, new))}/{max_new_tokens} tokens in every row")
@@ -291,7 +301,7 @@ class Generator:
         ids = np.full((batch, longest + count), pad_id, np.int64)
         mask = np.zeros_like(ids)
         for row, (prompt, tokens) in enumerate(zip(prompts, new)):
-            tokens = tokens + [eos_id] * (count - len(tokens))  # rows that stopped at eos
+            tokens = tokens + tokens[-1:] * (count - len(tokens))  # rows that stopped at eos repeat it
             ids[row, longest - len(prompt):] = prompt + tokens
             mask[row, longest - len(prompt):] = 1
         rate = sum(map(len, new)) / seconds if steps and seconds > 0 else None
@@ -412,6 +422,15 @@ def _token_ids(prompt) -> list[int]:
     if negative:
         raise KvattnError(f"token ids are non-negative; the prompt has {negative[0]}")
     return [int(v) for v in values]
+
+
+def _eos_ids(eos_id) -> tuple[int, ...]:
+    if eos_id is None:
+        return ()
+    ids = (eos_id,) if isinstance(eos_id, numbers.Integral) else tuple(eos_id)
+    if not all(isinstance(i, numbers.Integral) for i in ids):
+        raise KvattnError(f"eos_id must be a token id or a list of them (got {eos_id!r})")
+    return tuple(int(i) for i in ids)
 
 
 def check_max_new_tokens(max_new_tokens) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 
 FIXTURES = sorted((pathlib.Path(__file__).parent / "models" / "fixtures").glob("*.onnx"))
@@ -21,6 +23,18 @@ FP16_TOLERANCE = 2e-3
 def tolerance(path: pathlib.Path) -> float:
     """How close kvattn must come to the references on this fixture (relative)."""
     return FP16_TOLERANCE if path.stem.endswith("fp16") else TOLERANCE
+
+
+def onnxruntime_session(path: pathlib.Path) -> onnxruntime.InferenceSession:
+    """onnxruntime's CPU session on the fixture, its MatMulNBits at accuracy_level 0: the
+    dequantize-then-multiply the op defines (the builder's level 4 lets onnxruntime quantize each
+    block of A to int8 first, ~1e-2 off; build_genai.py records that distance)."""
+    model = onnx.load(path)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "MatMulNBits" and attribute.name == "accuracy_level":
+                attribute.i = 0
+    return onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def absolute_tolerance(reference: np.ndarray, relative: float = TOLERANCE) -> float:

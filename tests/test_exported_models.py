@@ -10,12 +10,12 @@ import pathlib
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
 
 from kvattn.runtime.compiler import compile_cached
 from kvattn.runtime.module import CompiledModule
-from tests.exported_fixtures import FIXTURES, absolute_tolerance, by_fixture, stored_cases, tolerance
+from tests.exported_fixtures import (FIXTURES, absolute_tolerance, by_fixture, onnxruntime_session, stored_cases,
+                                     tolerance)
 
 
 def symbolic_dims(path: pathlib.Path, inputs: dict) -> dict[str, int]:
@@ -58,7 +58,7 @@ def test_one_vmfb_serves_every_shape(path):
     assert symbols, f"{path.stem} has no symbolic input dims"
     module = CompiledModule(compile_cached(path))
     assert any(None in spec.shape for spec in module.manifest.inputs), "the module must keep the dynamic dims"
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path)
     cases = stored_cases(path)
     assert len(cases) >= 3
     for name, inputs, from_torch in cases:
@@ -77,5 +77,5 @@ def test_dims_specialization(path):
     name, inputs, from_torch = stored_cases(path)[-1]
     module = CompiledModule(compile_cached(path, dims=symbolic_dims(path, inputs)))
     assert all(None not in spec.shape for spec in module.manifest.inputs)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path)
     check_case(path, module, session, name, inputs, from_torch)

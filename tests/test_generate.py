@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+import tokenizers
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
@@ -27,7 +28,7 @@ from kvattn.runtime import cli
 from kvattn.runtime.compiler import compile_cached, compile_model, compile_to_stage
 from kvattn.runtime.generate import Generator, generate
 from kvattn.runtime.module import CompiledModule
-from tests.exported_fixtures import FIXTURES, by_fixture
+from tests.exported_fixtures import FIXTURES, by_fixture, onnxruntime_session
 
 BY_STEM = {path.stem: path for path in FIXTURES}
 PROMPT = [5, 17, 42, 9]
@@ -84,7 +85,7 @@ def ort_greedy(session: onnxruntime.InferenceSession, prompts, max_new: int, sta
 def fixture_reference(path: pathlib.Path, prompts, max_new: int, **options) -> np.ndarray:
     """ort_greedy on a fixture: its first stored case (the prefill) gives each cache's empty or zero
     first value (and the rank-0 `_sliding_window_tensor`), resized to the batch."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path)
     data = np.load(path.with_suffix(".npz"))
     stored = {key.removeprefix("case0.in."): data[key] for key in data.files if key.startswith("case0.in.")}
     outputs = [o.name for o in session.get_outputs()]
@@ -344,10 +345,21 @@ def test_command_line_end_to_end(tmp_path, capsys, modules):
     assert result.returncode == 0 and "--max-new-tokens N" in result.stdout and "past_key_0 ->" in result.stdout
 
 
-def test_command_line_errors(modules):
+def test_command_line_errors(modules, tmp_path):
     path = BY_STEM["llama_opset24_decode"]
     modules(path.stem)  # the subprocess finds it in the compile cache
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "genai_config.json").write_text("{model:")
     cases = {
+        "text without a tokenizer": ([path, "--prompt", "hello", "--max-new-tokens", "3"],
+                                     f"no tokenizer.json beside '{path}': give token ids (--prompt-ids)"),
+        "a temperature of 0": ([path, "--prompt-ids", "5", "--max-new-tokens", "3", "--do-sample", "--temperature",
+                                "0"], "temperature must be > 0 (got 0.0)"),
+        "a directory without a model": ([tmp_path / "empty", "--prompt-ids", "5", "--max-new-tokens", "3"],
+                                        f"'{tmp_path / 'empty'}' must hold one .onnx (or .vmfb) model"),
+        "a genai_config.json that is not JSON": ([tmp_path / "broken", "--prompt-ids", "5", "--max-new-tokens", "3"],
+                                                 f"cannot read '{tmp_path / 'broken' / 'genai_config.json'}' as JSON"),
         "unknown cache pair": ([path, "--prompt-ids", "5,17", "--max-new-tokens", "3", "--cache", "nope=present_key_0"],
                                "--cache nope=present_key_0: the module has no input 'nope'"),
         "prompt longer than the static capacity": (
@@ -362,3 +374,44 @@ def test_command_line_errors(modules):
         assert result.returncode == 1, (name, result.stderr)
         assert f"kvattn: error: {message}" in result.stderr, (name, result.stderr)
         assert "Traceback" not in result.stderr + result.stdout, name
+
+
+SHIPPED_GENAI = pathlib.Path(__file__).parent / "models" / "genai_llama_int4"
+
+
+@pytest.mark.xdist_group("genai_llama_int4")
+def test_text_in_text_out_from_a_genai_model_directory(capsys):
+    """onnxruntime-genai's int4 build as it writes it (external data, genai_config.json naming the
+    decoder and eos 2, tokenizer.json): `kvattn generate DIR --prompt TEXT` gives the text of
+    onnxruntime's greedy ids (on the same model inline: the fixture), streamed; a batch too."""
+    tokenizer = tokenizers.Tokenizer.from_file(str(SHIPPED_GENAI / "tokenizer.json"))
+    prompts = ["<s> t5 t17 t42 t9", "<s> t8 t9"]
+    encoded = [tokenizer.encode(text).ids for text in prompts]
+    assert encoded[0] == [1, *PROMPT]
+    path = BY_STEM["genai_llama_int4"]
+    expected = fixture_reference(path, encoded, 12, eos_id=2)
+    texts = [tokenizer.decode([int(i) for i in row[len(encoded[0]):] if i != 2]) for row in expected]
+    assert cli.main(["generate", str(SHIPPED_GENAI), "--prompt", prompts[0], "--max-new-tokens", "12", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert f"text: {texts[0]}\n" in printed, printed
+    assert cli.main(["generate", str(SHIPPED_GENAI), *sum((["--prompt", p] for p in prompts), []),
+                     "--max-new-tokens", "12", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert f"text [0]: {texts[0]}\n" in printed and f"text [1]: {texts[1]}\n" in printed, printed
+
+
+@pytest.mark.xdist_group("genai_llama_int4")
+def test_sampling_is_seeded_and_top_k_1_is_greedy(modules):
+    from kvattn.runtime.sampling import Search
+
+    path = BY_STEM["genai_llama_int4"]
+    generator = Generator(modules(path.stem))
+    greedy = generator(BATCH, 8).ids
+    np.testing.assert_array_equal(generator(BATCH, 8, search=Search(do_sample=True, top_k=1, seed=5)).ids, greedy)
+    sampled = [generator(BATCH, 8, search=Search(do_sample=True, temperature=1.5, seed=seed)).ids
+               for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(sampled[0], sampled[1])
+    assert not np.array_equal(sampled[0], greedy) and not np.array_equal(sampled[0], sampled[2])
+    streamed = []
+    generator([PROMPT], 6, on_token=lambda row, token: streamed.append((row, token)))
+    assert streamed == [(0, int(t)) for t in generator([PROMPT], 6).new_ids[0]]

@@ -18,24 +18,38 @@ past_present_share_buffer. The weights are moved inline (the builder always writ
                     -> logits, present.<l>.key/value; cases as build_mobius.py's cpu profile
                     (right padding; onnxruntime's outputs, transformers' checked on the batch-1 cases).
 
-The int4 build (MatMulNBits) is not a fixture yet: kvattn does not compile MatMulNBits.
+  genai_llama_int4  the same model built with -p int4: every linear layer a MatMulNBits (4 bits,
+                    blocks of 32, symmetric, accuracy_level 4); the cases are onnxruntime's outputs at
+                    accuracy_level 0 (exact dequantization: tests/exported_fixtures.onnxruntime_session),
+                    printed beside their distance from onnxruntime at the builder's level 4.
+  genai_llama_int4/ the int4 build's directory as written: model.onnx + model.onnx.data,
+                    genai_config.json, tokenizer.json (WordLevel: "<s> t4 t5 ...").
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import onnx
+import onnxruntime
 import torch
 import transformers
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 import build_mobius  # noqa: E402
 import export_decoders as ed  # noqa: E402
+
+
+# The int4 build as the builder wrote it (model.onnx + external data, genai_config.json, tokenizer):
+# what `kvattn generate DIR --prompt TEXT` reads.
+SHIPPED = pathlib.Path(__file__).parent / "genai_llama_int4"
 
 
 def tiny_llama(directory: str) -> transformers.PreTrainedModel:
@@ -54,15 +68,32 @@ def tiny_llama(directory: str) -> transformers.PreTrainedModel:
     return model
 
 
+def build(hf: str, work: str, precision: str) -> onnx.ModelProto:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = f"{work}/{precision}"
+    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out, "-p", precision,
+                    "-e", "cpu", "-c", f"{work}/cache"], check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return onnx.load(f"{out}/model.onnx")  # reads the external data: inline from here on
+
+
 def main() -> None:
+    from exported_fixtures import onnxruntime_session
+
     with tempfile.TemporaryDirectory() as work:
         model = tiny_llama(f"{work}/hf")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", f"{work}/hf", "-o",
-                        f"{work}/out", "-p", "fp32", "-e", "cpu", "-c", f"{work}/cache"], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        proto = onnx.load(f"{work}/out/model.onnx")  # reads the external data: inline from here on
-    build_mobius.save("genai_llama_fp32", proto, build_mobius.cpu_cases(model, proto))
+        fp32, int4 = (build(f"{work}/hf", work, precision) for precision in ("fp32", "int4"))
+        shutil.rmtree(SHIPPED, ignore_errors=True)
+        shutil.copytree(f"{work}/int4", SHIPPED)
+    build_mobius.save("genai_llama_fp32", fp32, build_mobius.cpu_cases(model, fp32))
+    path = build_mobius.FIXTURES / "genai_llama_int4.onnx"
+    onnx.save(int4, str(path))
+    cases = build_mobius.cpu_cases(model, int4, session=onnxruntime_session(path), against_transformers=False)
+    build_mobius.save("genai_llama_int4", int4, cases)
+    shipped = onnxruntime.InferenceSession(int4.SerializeToString(), providers=["CPUExecutionProvider"])
+    distance = max(float(np.abs(got - exact).max()) for _, inputs, outputs in cases
+                   for got, exact in zip(shipped.run(None, inputs), outputs))
+    print(f"genai_llama_int4: onnxruntime at accuracy_level 4 is {distance:.1e} from level 0")
 
 
 if __name__ == "__main__":
