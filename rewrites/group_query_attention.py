@@ -11,8 +11,10 @@ length, onnxruntime 1.32's CPU kernel computes (verified case by case against it
   present  = [B, Hkv, max(total, P), D]: rows [0, past_b) of past, the S new rows at past_b
              (right-padded prompt rows too), zeros after them (a present separate from the past)
   keys of query s: j in [lo, end), c = past_b + s + 1, end = min(c, T_b), lo = max(0, c − W)
+             (with softcap, onnxruntime's non-flash path: max(0, end − W))
              under a local window W ≥ 0, else 0 (causal=0: every j < T_b)
-  output   = softmax(scale · q·kᵀ) · v over those keys, scale 0 meaning 1/√D
+  output   = softmax(softcap(scale · q·kᵀ)) · v over those keys, scale 0 meaning 1/√D, softcap(x) =
+             c · tanh(x / c) with c > 0 (before the mask, as Attention's softcap)
 
 which is written here as
 
@@ -20,12 +22,12 @@ which is written here as
              → RotaryEmbedding(position_ids = positions) for Q and K (do_rotary)
   present  = Where(row < past_b + S, TensorScatter(Pad(past to max(total, P) rows), K, past_b), 0)
   Y        = Attention(Q, present_key, present_value, mask[b, 1, s, j] = lo ≤ j < end,
-                       nonpad_kv_seqlen = T_b, scale)            (grouped-query: Hkv kv heads)
+                       nonpad_kv_seqlen = T_b, scale, softcap)   (grouped-query: Hkv kv heads)
   output   = Transpose(Y) → Reshape [B, S, H·D]
 
 so kvattn's fused, grouped-query attention reads only the first max(T_b) keys. The model is
 raised to opset 24 (TensorScatter, Attention's nonpad_kv_seqlen). Refused, naming the node:
-softcap, smooth_softmax / head_sink, attention_bias, qk_output, query_seqlens, the windowed
+smooth_softmax / head_sink, attention_bias, qk_output, query_seqlens, the windowed
 cache (sliding_window_cache=1) and quantized caches. The present is a new buffer (onnxruntime's
 separate-buffer semantics; its in-place shared buffer is a property of the caller's bindings).
 """
@@ -156,7 +158,9 @@ class _Rewrite:
                     for new, past_index in ((key, PAST_KEY), (value, PAST_VALUE))]
         mask = self._mask(past, valid, rows, length)
         scale = self.attrs.get("scale", 0.0) or 1.0 / math.sqrt(head)
-        attended = self.op("Attention", [query, *presents, mask, "", "", valid], "attention", scale=float(scale))
+        softcap = {"softcap": float(self.attrs["softcap"])} if self.attrs.get("softcap", 0.0) else {}
+        attended = self.op("Attention", [query, *presents, mask, "", "", valid], "attention", scale=float(scale),
+                           **softcap)
         merged = self.op("Transpose", [attended], "merged", perm=[0, 2, 1, 3])
         outputs = [self.node.output[0], *(list(self.node.output[1:3]) + ["", ""])[:2]]
         self.out.append(helper.make_node("Reshape", [merged, self.const([0, 0, heads * head], "out_shape")],
@@ -167,7 +171,7 @@ class _Rewrite:
         return self.out
 
     def _refuse_what_is_not_written(self) -> None:
-        for key, what in (("softcap", "softcap"), ("qk_output", "qk_output"),
+        for key, what in (("qk_output", "qk_output"),
                           ("sliding_window_cache", "the windowed KV cache (sliding_window_cache=1)")):
             if self.attrs.get(key, 0):
                 raise self.error(what)
@@ -254,6 +258,9 @@ class _Rewrite:
             mask = self.op("And", [mask, self.op("Less", [keys, causal3], "before_causal_end")], "causal")
             window = self.attrs.get("local_window_size", -1)
             if window >= 0:
-                start = self.op("Sub", [causal3, self.const(window, "w")], "window_start")
+                # onnxruntime's CPU kernel takes its flash path unless softcap is set; its other path starts
+                # the window W keys before min(c, T_b) (they differ only on right-padded query rows).
+                end = self.op("Min", [causal3, valid3], "window_end") if self.attrs.get("softcap", 0.0) else causal3
+                start = self.op("Sub", [end, self.const(window, "w")], "window_start")
                 mask = self.op("And", [mask, self.op("GreaterOrEqual", [keys, start], "after_start")], "windowed")
         return self.op("Unsqueeze", [mask, one], "mask")  # [B, 1, S or 1, L]
