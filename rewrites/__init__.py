@@ -1,6 +1,7 @@
 """kvattn.rewrites: ONNX-level rewrites of what exporters emit, applied before import.
 
-Each rule is an onnxscript rewriter rule (pattern / check with the reason a match is refused /
+Each rule is a module with `applies_to(model)`, `rules(record)` and the `OPSET` its rewrite
+needs: an onnxscript rewriter rule (pattern / check with the reason a match is refused /
 rewrite; a check that finds a node kvattn cannot compute raises the KvattnError naming it);
 `apply` runs them on the model and returns what each did, for `kvattn inspect`.
 """
@@ -12,9 +13,9 @@ import onnx_ir as ir
 import onnxscript.rewriter
 
 from kvattn.lowering.diagnostics import KvattnError
-from kvattn.rewrites import matmul_nbits, repeat_kv, scatter_cache_rows
+from kvattn.rewrites import contrib_rotary_embedding, matmul_nbits, opset, repeat_kv, scatter_cache_rows
 
-RULES = (matmul_nbits, scatter_cache_rows, repeat_kv)
+RULES = (matmul_nbits, contrib_rotary_embedding, scatter_cache_rows, repeat_kv)
 
 
 def apply(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -23,14 +24,29 @@ def apply(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     decisions: list[str] = []
     for rule in RULES:
         if rule.applies_to(model):
-            done = len(decisions)
-            try:
-                rewritten = onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rule.rules(decisions.append))
-            except ir.passes.PassError as error:
-                raise _refusal(error) from None
-            if len(decisions) > done:
-                model = rule.finish(rewritten)
+            model = _rewritten(model, rule, decisions)
     return model, decisions
+
+
+def _rewritten(model: onnx.ModelProto, rule, decisions: list[str]) -> onnx.ModelProto:
+    """The model after `rule`, at the opset of the operators it writes (rewrites/opset.py: a
+    model below opset 18 is converted first and rewritten again)."""
+    done = len(decisions)
+    rewritten = _run(model, rule, decisions)
+    if len(decisions) == done:
+        return model
+    why = f"rewriting what {rule.__name__.rsplit('.', 1)[-1]} matches"
+    if opset.default_version(model) >= min(rule.OPSET, opset.SAME_SEMANTICS_FROM):
+        return opset.at_least(rewritten, rule.OPSET, why)
+    del decisions[done:]
+    return _run(opset.at_least(model, rule.OPSET, why), rule, decisions)
+
+
+def _run(model: onnx.ModelProto, rule, decisions: list[str]) -> onnx.ModelProto:
+    try:
+        return onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rule.rules(decisions.append))
+    except ir.passes.PassError as error:
+        raise _refusal(error) from None
 
 
 def _refusal(error: ir.passes.PassError) -> Exception:

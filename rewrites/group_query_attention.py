@@ -26,7 +26,7 @@ which is written here as
   output   = Transpose(Y) → Reshape [B, S, H·D]
 
 so kvattn's fused, grouped-query attention reads only the first max(T_b) keys. The model is
-raised to opset 24 (TensorScatter, Attention's nonpad_kv_seqlen). Refused, naming the node:
+raised to opset 24 (TensorScatter, Attention's nonpad_kv_seqlen) first (rewrites/opset.py). Refused, naming the node:
 smooth_softmax / head_sink, attention_bias, qk_output, query_seqlens, the windowed
 cache (sliding_window_cache=1) and quantized caches. The present is a new buffer (onnxruntime's
 separate-buffer semantics; its in-place shared buffer is a property of the caller's bindings).
@@ -41,6 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from kvattn.lowering.diagnostics import NodeError, UnsupportedError
+from kvattn.rewrites import opset
 
 DOMAIN = "com.microsoft"
 OPSET = 24
@@ -59,6 +60,7 @@ def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     and one line per node for `kvattn inspect`."""
     if not applies_to(model):
         return model, []
+    model = opset.at_least(model, OPSET, "GroupQueryAttention (TensorScatter, Attention's nonpad_kv_seqlen)")
     shapes = _static_shapes(model)
     result = onnx.ModelProto()
     result.CopyFrom(model)
@@ -72,9 +74,6 @@ def rewrite(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
                          f"grouped-query Attention over the first seqlens_k + 1 keys")
     del result.graph.node[:]
     result.graph.node.extend(nodes)
-    for entry in result.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < OPSET:
-            entry.version = OPSET
     return result, decisions
 
 

@@ -36,6 +36,7 @@ from kvattn.lowering.diagnostics import NodeError, UnsupportedError
 
 DOMAIN = "com.microsoft"
 ZERO_POINTS, G_IDX, BIAS = 3, 4, 5
+OPSET = 11  # BitShift
 
 
 class DequantizedMatMul(RewriteRuleClassBase):
@@ -141,7 +142,3 @@ def applies_to(model: onnx.ModelProto) -> bool:
 
 def rules(record: Callable[[str], None]) -> RewriteRuleSet:
     return RewriteRuleSet([DequantizedMatMul.rule(record)])
-
-
-def finish(model: onnx.ModelProto) -> onnx.ModelProto:
-    return model

@@ -27,6 +27,7 @@ from onnx_ir.passes.common import InlinePass, RemoveUnusedNodesPass
 
 from kvattn.lowering import onnx_import
 from kvattn.lowering.diagnostics import NodeError
+from kvattn.rewrites import opset
 
 RMS_NORMALIZATION_OPSET = 23
 
@@ -55,7 +56,7 @@ def _standard_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]
         return model, []
     read = {name for node in model.graph.node for name in node.input} | {value.name for value in model.graph.output}
     result = onnx.ModelProto()
-    result.CopyFrom(model)
+    result.CopyFrom(opset.at_least(model, RMS_NORMALIZATION_OPSET, "RMSNormalization"))
     nodes = []
     for node in result.graph.node:
         if node not in norms:
@@ -81,8 +82,5 @@ def _standard_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]
                                            stash_type=attrs.get("stash_type", 1)))
     del result.graph.node[:]
     result.graph.node.extend(nodes)
-    for entry in result.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < RMS_NORMALIZATION_OPSET:
-            entry.version = RMS_NORMALIZATION_OPSET
     kinds = ", ".join(sorted({node.op_type for node in norms}))
     return result, [f"{len(norms)} onnxruntime {kinds} written as RMSNormalization (+ Add)"]

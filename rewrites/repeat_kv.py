@@ -44,6 +44,8 @@ MINUS_ONE: Size = (-1, ())
 ZERO: Size = (0, ())
 
 
+OPSET = 23  # Attention (what the rule matches exists from here on)
+
 class RepeatKV(RewriteRuleClassBase):
     def __init__(self, record: Callable[[str], None]):
         super().__init__(name="RepeatKV", remove_nodes=False)  # a repeat something else reads stays
@@ -244,7 +246,3 @@ def applies_to(model: onnx.ModelProto) -> bool:
 
 def rules(record: Callable[[str], None]) -> RewriteRuleSet:
     return RewriteRuleSet([RepeatKV.rule(record)])
-
-
-def finish(model: onnx.ModelProto) -> onnx.ModelProto:
-    return model

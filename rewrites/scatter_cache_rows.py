@@ -21,8 +21,8 @@ Both are written as
 which kvattn raises to kvattn.tensor_scatter, so kvattn-cache-lifetime can update the cache in
 place and the row range is checked before anything is written. Checked: P moves exactly one
 non-batch axis to the front and keeps the others in order, the outer Transpose inverts it, the
-ScatterND does not reduce, and `start` is one int64. The model's opset is raised to 24 (the
-first with TensorScatter) when lower; the operators of opsets 23 and 24 compute the same.
+ScatterND does not reduce, and `start` is one int64. The model is raised to opset 24 (the
+first with TensorScatter) first (rewrites/opset.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import onnx
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
-TENSOR_SCATTER_OPSET = 24
+OPSET = 24  # TensorScatter
 
 
 class ScatterCacheRows(RewriteRuleClassBase):
@@ -107,11 +107,3 @@ def applies_to(model: onnx.ModelProto) -> bool:
 
 def rules(record: Callable[[str], None]) -> RewriteRuleSet:
     return RewriteRuleSet([ScatterCacheRows.rule(record), ScatterExpandedCacheRows.rule(record)], commute=True)
-
-
-def finish(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The rewritten model at an opset that has TensorScatter."""
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < TENSOR_SCATTER_OPSET:
-            entry.version = TENSOR_SCATTER_OPSET
-    return model

@@ -43,6 +43,7 @@ import onnx_ir as ir
 
 from kvattn.lowering import onnx_params
 from kvattn.lowering.diagnostics import KvattnError, NodeError
+from kvattn.rewrites import opset
 
 PAST_LENGTH = "past_length"
 
@@ -59,7 +60,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> Rewritten:
     """The model with fixed-capacity caches (a new ModelProto; the caller's is not modified)."""
     if capacity < 1:
         raise KvattnError(f"--static-kv-cache needs a positive capacity, got {capacity}")
-    graph_model = ir.serde.deserialize_model(_at_opset_24(model))
+    graph_model = ir.serde.deserialize_model(opset.at_least(model, 24, "--static-kv-cache (TensorScatter)"))
     graph = graph_model.graph
     in_place = [value.name for value in graph.inputs
                 if any(node.op_type == "TensorScatter" and index == 0 for node, index in value.uses())]
@@ -249,15 +250,3 @@ def _extends(node: ir.Node, index: int) -> bool:
 
 def _attention_past(node: ir.Node, index: int) -> bool:
     return node.op_type == "Attention" and node.domain == "" and index in (4, 5)
-
-
-
-def _at_opset_24(model: onnx.ModelProto) -> onnx.ModelProto:
-    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if version >= 24:
-        return model
-    try:
-        return onnx.version_converter.convert_version(model, 24)
-    except Exception as exc:  # the converter raises plain RuntimeError/ValueError
-        raise KvattnError(f"--static-kv-cache needs the model at opset 24 (TensorScatter); converting "
-                          f"from opset {version} failed: {exc}") from None
