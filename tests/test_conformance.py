@@ -1,6 +1,12 @@
 """ONNX conformance: the official node tests for kvattn's operators, run through kvattn's
 ONNX backend on llvm-cpu and Vulkan, and compiled for CUDA and HIP. Cases kvattn does not handle
-yet, and target-specific differences, are xfail with the reason."""
+yet, and target-specific differences, are xfail with the reason.
+
+Each case is its own test, but up to BATCH cases of one operator and opset share one compiled
+module: each case's node under its own prefix (onnx.compose), compiled once by the first of them
+to run on its xdist worker (compiling is most of a case's cost, and 8 nodes compile in about 2.5
+times the time of one); each test feeds every node and checks its own node's outputs. An xfail
+case is compiled alone."""
 
 from __future__ import annotations
 
@@ -39,17 +45,47 @@ OPS = ("TensorScatter", "Attention", "FlexAttention", "RotaryEmbedding", "RMSNor
 COMPILE_ONLY_BACKENDS = {"cuda": "cuda", "hip": "rocm"}  # kvattn target: IREE target backend
 
 
+BATCH = 8
+CASES = {case.name: case for op in OPS for case in node_cases(op)}
+
+
 def _params(op_type: str, target_names):
     params = []
     for target in target_names:
-        for case in node_cases(op_type):
-            if target == FUSED_CPU and not _may_take_the_fused_op(case.model.graph):
-                continue  # the same unfused lowering as on llvm-cpu: nothing more to test
-            marks = []
-            if target == "vulkan" and case.name in VULKAN_GAPS:
-                marks.append(pytest.mark.xfail(reason=VULKAN_GAPS[case.name], strict=True))
-            params.append(pytest.param(target, case, id=f"{target}-{case.name}", marks=marks))
+        cases = [case for case in node_cases(op_type)
+                 if target != FUSED_CPU or _may_take_the_fused_op(case.model.graph)]  # else llvm-cpu's lowering
+        for batch in _batches(cases, alone={name for name in VULKAN_GAPS if target == "vulkan"}):
+            for case in batch:
+                marks = [pytest.mark.xdist_group(f"conformance-{target}-{batch[0].name}")]
+                if target == "vulkan" and case.name in VULKAN_GAPS:
+                    marks.append(pytest.mark.xfail(reason=VULKAN_GAPS[case.name], strict=True))
+                params.append(pytest.param(target, case, tuple(c.name for c in batch), id=f"{target}-{case.name}",
+                                           marks=marks))
     return params
+
+
+def _batches(cases, alone=frozenset()) -> list[tuple]:
+    """The cases in groups of up to BATCH that can share a model (the same opsets and IR version),
+    those named in `alone` by themselves."""
+    groups: dict = {}
+    for case in cases:
+        key = case.name if case.name in alone else (
+            tuple(sorted((o.domain, o.version) for o in case.model.opset_import)), case.model.ir_version)
+        groups.setdefault(key, []).append(case)
+    return [tuple(group[start:start + BATCH]) for group in groups.values() for start in range(0, len(group), BATCH)]
+
+
+def _merged(names: tuple[str, ...]) -> onnx.ModelProto:
+    """One model holding each named case's graph under the prefix c<index>_."""
+    models = [onnx.compose.add_prefix(CASES[name].model, f"c{index}_") for index, name in enumerate(names)]
+    return functools.reduce(lambda a, b: onnx.compose.merge_models(a, b, io_map=[]), models)
+
+
+@functools.cache
+def _prepared(target_name: str, names: tuple[str, ...]):
+    """The batch's module for the target (llvm-cpu-fused: compiled under fuse_cpu_attention)."""
+    target = "llvm-cpu" if target_name == FUSED_CPU else target_name
+    return backend.prepare(_merged(names), device=targets.get(target).onnx_device)
 
 
 def _may_take_the_fused_op(graph) -> bool:
@@ -78,29 +114,32 @@ def _as_comparable(array) -> np.ndarray:
     return array.astype(np.float64) if array.dtype.kind == "V" or array.dtype.name == "bfloat16" else array
 
 
-def _check_run(target_name: str, case, monkeypatch=None) -> None:
+def _check_run(target_name: str, case, batch: tuple[str, ...], monkeypatch=None) -> None:
     if target_name == FUSED_CPU:
         fuse_cpu_attention(monkeypatch)
-        target_name = "llvm-cpu"
-    missing = _device_or_reason(target_name)
+    missing = _device_or_reason("llvm-cpu" if target_name == FUSED_CPU else target_name)
     if missing:
         assert not os.environ.get("CI"), f"CI must provide a {target_name} device: {missing}"
         pytest.skip(missing)
-    rep = backend.prepare(case.model, device=targets.get(target_name).onnx_device)
+    rep = _prepared(target_name, batch)
+    position = batch.index(case.name)
+    first = sum(len(CASES[name].model.graph.output) for name in batch[:position])
     for inputs, expected_outputs in case.data_sets:
-        outputs = rep.run(list(inputs))
+        fed = [list(inputs) if name == case.name else list(CASES[name].data_sets[0][0]) for name in batch]
+        outputs = rep.run(sum(fed, []))[first:first + len(case.model.graph.output)]
         assert len(outputs) == len(expected_outputs)
         for got, expected in zip(outputs, expected_outputs):
             assert got.shape == np.asarray(expected).shape
             np.testing.assert_allclose(_as_comparable(got), _as_comparable(expected), rtol=case.rtol, atol=case.atol)
 
 
-def _check_compiles_for_gpus(case) -> None:
+@functools.cache
+def _check_compiles_for_gpus(names: tuple[str, ...]) -> None:
     """kvattn's IR for the GPU targets (they share their lowering choices) through one
     iree-compile for all of them: half the time of one compile per target, the same codegen."""
     gpus = [targets.get(name) for name in COMPILE_ONLY_BACKENDS]
     assert len({(t.lowering, t.decompose_attention) for t in gpus}) == 1, "targets that lower differently: compile each"
-    model, rewritten = rewrites.apply(case.model)
+    model, rewritten = rewrites.apply(_merged(names))
     context = onnx_import.make_context()
     result = pipeline.run(model, context, "input", options=gpus[0].lowering, externalize=False, rewritten=rewritten)
     with context:
@@ -111,35 +150,39 @@ def _check_compiles_for_gpus(case) -> None:
         assert target.executable_format.encode() in vmfb, target.name
 
 
-@pytest.mark.parametrize("target, case", _params("TensorScatter", RUN_TARGETS))
-def test_tensor_scatter_conformance(target, case):
-    _check_run(target, case)
+@pytest.mark.parametrize("target, case, batch", _params("TensorScatter", RUN_TARGETS))
+def test_tensor_scatter_conformance(target, case, batch):
+    _check_run(target, case, batch)
 
 
-@pytest.mark.parametrize("target, case", _params("Attention", ATTENTION_TARGETS))
-def test_attention_conformance(target, case, monkeypatch):
-    _check_run(target, case, monkeypatch)
+@pytest.mark.parametrize("target, case, batch", _params("Attention", ATTENTION_TARGETS))
+def test_attention_conformance(target, case, batch, monkeypatch):
+    _check_run(target, case, batch, monkeypatch)
 
 
-@pytest.mark.parametrize("target, case", _params("FlexAttention", ATTENTION_TARGETS))
-def test_flex_attention_conformance(target, case, monkeypatch):
-    _check_run(target, case, monkeypatch)
+@pytest.mark.parametrize("target, case, batch", _params("FlexAttention", ATTENTION_TARGETS))
+def test_flex_attention_conformance(target, case, batch, monkeypatch):
+    _check_run(target, case, batch, monkeypatch)
 
 
-@pytest.mark.parametrize("target, case", _params("RotaryEmbedding", RUN_TARGETS))
-def test_rotary_embedding_conformance(target, case):
-    _check_run(target, case)
+@pytest.mark.parametrize("target, case, batch", _params("RotaryEmbedding", RUN_TARGETS))
+def test_rotary_embedding_conformance(target, case, batch):
+    _check_run(target, case, batch)
 
 
-@pytest.mark.parametrize("target, case", _params("RMSNormalization", RUN_TARGETS))
-def test_rms_normalization_conformance(target, case):
-    _check_run(target, case)
+@pytest.mark.parametrize("target, case, batch", _params("RMSNormalization", RUN_TARGETS))
+def test_rms_normalization_conformance(target, case, batch):
+    _check_run(target, case, batch)
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for op in OPS for case in node_cases(op)])
-def test_compiles_for_cuda_and_hip(case):
-    """CUDA and HIP need no toolkit to compile; the vmfb must hold each target's executables."""
-    _check_compiles_for_gpus(case)
+@pytest.mark.parametrize("case, batch", [
+    pytest.param(case, tuple(c.name for c in batch), id=case.name,
+                 marks=pytest.mark.xdist_group(f"conformance-gpus-{batch[0].name}"))
+    for op in OPS for batch in _batches(node_cases(op)) for case in batch])
+def test_compiles_for_cuda_and_hip(case, batch):
+    """CUDA and HIP need no toolkit to compile; the vmfb must hold each target's executables
+    (the case's batch compiled once)."""
+    _check_compiles_for_gpus(batch)
 
 
 def test_case_counts():
