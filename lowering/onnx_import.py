@@ -128,8 +128,15 @@ def _problem_in_onnxruntime_form(model: onnx.ModelProto) -> str | None:
     return None
 
 
+# IREE names each dispatch's object file after the function ("<name>$async_dispatch_N"): a graph
+# name of ~240 characters (onnx.compose.merge_models joins the graph names) crashes iree-compile
+# with "failed to generate temporary file: File name too long".
+MAX_FUNCTION_NAME = 64
+
+
 def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model whose nodes all have unique names, whose intermediate values carry
+    """A copy of the model whose nodes all have unique names, whose graph name (the entry
+    function's name) is at most MAX_FUNCTION_NAME characters, whose intermediate values carry
     the types ONNX shape inference gives them, whose Constants are tensors and whose subgraph
     Constants are typed tensors (the user's model is untouched)."""
     try:
@@ -137,6 +144,7 @@ def with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     except onnx.shape_inference.InferenceError as exc:
         raise KvattnError(f"ONNX shape inference rejected the model: {_first_line(exc)}") from None
     _forget_inferred_qk_length(named)
+    named.graph.name = named.graph.name[:MAX_FUNCTION_NAME]
     _tensor_constants(named.graph)
     for node in named.graph.node:
         for attribute in node.attribute:

@@ -61,6 +61,7 @@ def rewrite(model: onnx.ModelProto, capacity: int) -> Rewritten:
     if capacity < 1:
         raise KvattnError(f"--static-kv-cache needs a positive capacity, got {capacity}")
     graph_model = ir.serde.deserialize_model(opset.at_least(model, 24, "--static-kv-cache (TensorScatter)"))
+    graph_model = ir.passes.common.ShapeInferencePass()(graph_model).model  # the new keys' ranks
     graph = graph_model.graph
     in_place = [value.name for value in graph.inputs
                 if any(node.op_type == "TensorScatter" and index == 0 for node, index in value.uses())]

@@ -71,7 +71,7 @@ CONFIGS = {
                                                    mask=((4, 6), "float"), dtype=ml_dtypes.bfloat16,
                                                    attrs={"softcap": 2.0}),
     # Causal prefills of >= 128 queries: llvm-cpu computes them in query blocks (causal_blocks.py).
-    "causal_query_blocks_gqa_past": Config(q_heads=4, kv_heads=2, query_len=300, kv_len=300, past=20,
+    "causal_query_blocks_gqa_past": Config(q_heads=4, kv_heads=2, query_len=140, kv_len=140, past=20,
                                            attrs={"is_causal": 1}, opset=23),
     "causal_query_blocks_fp16_reference_rounding": Config(q_heads=2, kv_heads=1, query_len=260, kv_len=260,
                                                           dtype=np.float16, attrs={"is_causal": 1}),

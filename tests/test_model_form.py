@@ -1,7 +1,8 @@
 """Models in the forms producers ship and onnxruntime accepts (rewrites/model_form.py): model-local
 functions (mobius's com.microsoft SkipSimplifiedLayerNormalization, with value_floats Constants in
-its body) are inlined, graphs whose nodes are out of order are sorted; each compiled and run on the
-IREE runtime, compared with onnxruntime. The mobius fixtures themselves run in test_exported_models."""
+its body) are inlined, graphs whose nodes are out of order are sorted, a merged model's long graph
+name is cut (lowering/onnx_import.py); each compiled and run on the IREE runtime, compared with
+onnxruntime. The mobius fixtures themselves run in test_exported_models."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from onnx import TensorProto, helper
 from kvattn.rewrites import model_form
 from kvattn.runtime.compiler import compile_model, compile_to_stage
 from kvattn.runtime.module import CompiledModule
+from tests.onnx_models import symbolic_model
 
 
 def skip_norm_model(sorted_nodes: bool = True) -> onnx.ModelProto:
@@ -83,3 +85,19 @@ def test_inspect_names_the_rewrites_and_the_raised_rms_normalization():
     assert "ONNX rewrite" not in " ".join(result.rewrites)
     assert result.rewrites[0].startswith("inlined the model-local functions")
     assert "kvattn.rms_normalization" in text and "SkipSimplifiedLayerNormalization" not in text
+
+
+def test_merged_models_long_graph_name_compiles_and_matches_onnxruntime():
+    """onnx.compose.merge_models joins the graph names: 16 merged models have a graph name of 255
+    characters, with which IREE named files the file system refused (iree-compile crashed on the
+    MatMul's dispatch)."""
+    model = symbolic_model()
+    model.graph.name = "_".join(["attention_model"] * 16)
+    before = model.SerializeToString()
+    module = CompiledModule(compile_model(model).vmfb)
+    assert model.SerializeToString() == before
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((2, 3, 8), np.float32), "m": rng.standard_normal((2, 3, 4), np.float32)}
+    expected = onnxruntime.InferenceSession(before, providers=["CPUExecutionProvider"]).run(None, inputs)
+    for value, want in zip(module.run(inputs).values(), expected, strict=True):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
