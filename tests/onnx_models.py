@@ -3,9 +3,12 @@ of kvattn against onnx.reference on them."""
 
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 import onnx
+import onnx.compose
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -21,6 +24,13 @@ def fuse_cpu_attention(monkeypatch) -> None:
     iree_linalg_ext.attention with its CPU tiles, never materializing small scores: test shapes
     are small, and would otherwise all take the materialized route (attention_routes.attention)."""
     monkeypatch.setitem(targets.TARGETS, "llvm-cpu", targets.fused_attention_only(targets.get("llvm-cpu")))
+
+
+def merged_model(models, prefix: str) -> onnx.ModelProto:
+    """One model holding each model's graph under the prefix `<prefix><index>_` (onnx.compose):
+    tests share one compile among small cases this way (compiling is most of their cost)."""
+    prefixed = [onnx.compose.add_prefix(model, f"{prefix}{index}_") for index, model in enumerate(models)]
+    return functools.reduce(lambda a, b: onnx.compose.merge_models(a, b, io_map=[]), prefixed)
 
 
 def single_node_model(op_type: str, inputs: dict[str, np.ndarray], input_names: list[str],
@@ -42,13 +52,18 @@ def single_node_model(op_type: str, inputs: dict[str, np.ndarray], input_names: 
 def compare_with_reference(model: onnx.ModelProto, inputs: dict[str, np.ndarray], rtol: float, atol: float):
     """Run kvattn and onnx.reference on the same inputs and assert every output matches."""
     got = backend.prepare(model).run(dict(inputs))
+    return got, assert_matches_reference(model, inputs, got, rtol, atol)
+
+
+def assert_matches_reference(model: onnx.ModelProto, inputs: dict[str, np.ndarray], got, rtol: float, atol: float):
+    """Assert that `got` are the model's outputs on `inputs` as onnx.reference computes them (returned)."""
     expected = ReferenceEvaluator(model).run(None, dict(inputs))
     assert len(got) == len(expected)
     for output, (g, e) in zip(model.graph.output, zip(got, expected)):
         assert g.shape == e.shape, output.name
         np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
                                    err_msg=f"output {output.name}")
-    return got, expected
+    return expected
 
 
 def decode_inputs(rng, lengths=(3, 7)):

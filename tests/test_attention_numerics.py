@@ -5,6 +5,7 @@ bf16 (in the reference's own precision, and with softmax_precision=FLOAT), fully
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import ml_dtypes
@@ -12,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from kvattn.runtime import inspect
-from tests.onnx_models import compare_with_reference, fuse_cpu_attention, single_node_model
+from kvattn.runtime import backend, inspect
+from tests.onnx_models import assert_matches_reference, fuse_cpu_attention, merged_model, single_node_model
 
 
 @dataclasses.dataclass
@@ -161,24 +162,77 @@ def _may_take_the_fused_op(config: Config) -> bool:
     return config.qk_mode is None and (config.dtype == np.float32 or config.attrs.get("softmax_precision") == 1)
 
 
-@pytest.mark.parametrize("name, route", [(name, route) for name in sorted(CONFIGS) for route in ("auto", "fused")
-                                         if route == "auto" or _may_take_the_fused_op(CONFIGS[name])])
+ROUTES = ("auto", "fused")
+BATCH = 8  # configs of one route and opset compiled as one model (tests.onnx_models.merged_model)
+
+
+def _batches() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(config, route) → the configs compiled with it: up to BATCH of one route and opset."""
+    groups: dict = {}
+    for name in sorted(CONFIGS):
+        for route in ROUTES:
+            if route == "auto" or _may_take_the_fused_op(CONFIGS[name]):
+                groups.setdefault((route, CONFIGS[name].opset), []).append(name)
+    return {(name, route): tuple(group[start:start + BATCH])
+            for (route, _), group in groups.items() for start in range(0, len(group), BATCH)
+            for name in group[start:start + BATCH]}
+
+
+BATCHES = _batches()
+
+
+def _case(name: str):
+    """The config's inputs (seeded by its name) and its one-node model."""
+    inputs, names = _inputs(CONFIGS[name], np.random.default_rng(zlib.crc32(name.encode())))
+    return inputs, attention_model(CONFIGS[name], inputs, names)
+
+
+@functools.cache
+def _batch_module(route: str, batch: tuple[str, ...]):
+    """The batch's configs in one model, compiled by the first of its tests to run on the worker
+    (under fuse_cpu_attention for the fused route)."""
+    return backend.prepare(merged_model([_case(name)[1] for name in batch], "c"))
+
+
+def _run_in_batch(name: str, route: str, inputs: dict) -> list[np.ndarray]:
+    """The config's outputs from its batch's module, fed `inputs` (the other configs their own)."""
+    batch = BATCHES[name, route]
+    fed = {}
+    for index, other in enumerate(batch):
+        fed.update({f"c{index}_{key}": array for key, array in (inputs if other == name else _case(other)[0]).items()})
+    outputs = _batch_module(route, batch).run(fed)
+    position = batch.index(name)
+    first = sum(len(_case(other)[1].graph.output) for other in batch[:position])
+    return outputs[first:first + len(_case(name)[1].graph.output)]
+
+
+def _check(name: str, route: str, inputs: dict, rtol: float, atol: float) -> list[np.ndarray]:
+    got = _run_in_batch(name, route, inputs)
+    assert_matches_reference(_case(name)[1], inputs, got, rtol, atol)
+    return got
+
+
+@pytest.mark.parametrize("name, route", [
+    pytest.param(name, route, id=f"{name}-{route}",
+                 marks=pytest.mark.xdist_group(f"numerics-{route}-{BATCHES[name, route][0]}"))
+    for name, route in sorted(BATCHES)])
 def test_attention_matches_reference(name, route, monkeypatch):
     """Each config by the route llvm-cpu picks for it (mostly materialized scores at these
-    sizes), and with the fused op forced where it can take it."""
+    sizes), and with the fused op forced where it can take it; up to BATCH configs of a route and
+    opset share one compiled module, each test checking its own config's outputs."""
     if route == "fused":
         fuse_cpu_attention(monkeypatch)
     config = CONFIGS[name]
-    inputs, names = _inputs(config, np.random.default_rng(zlib.crc32(name.encode())))  # the name seeds its inputs
-    model = attention_model(config, inputs, names)
+    inputs = dict(_case(name)[0])
     low_precision = np.dtype(config.dtype).itemsize == 2
     rtol, atol = (TOLERANCE.get(name, 1e-3), TOLERANCE.get(name, 1e-7)) if low_precision else (1e-5, 1e-5)
-    got, _ = compare_with_reference(model, inputs, rtol=rtol, atol=atol)
+    got = _check(name, route, inputs, rtol, atol)
     if name == "nonpad_zero_gives_zero_rows":
         assert not np.isnan(got[0]).any() and np.all(got[0][0] == 0)
     if name == "qk_mode3_fully_masked_row":
+        inputs["attn_mask"] = inputs["attn_mask"].copy()
         inputs["attn_mask"][0] = False  # the first query row attends to nothing
-        got, _ = compare_with_reference(model, inputs, rtol=rtol, atol=atol)
+        got = _check(name, route, inputs, rtol, atol)
         assert np.all(got[0][:, :, 0] == 0) and np.all(got[1][:, :, 0] == 0)
 
 

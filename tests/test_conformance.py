@@ -23,7 +23,7 @@ from kvattn.passes import pipeline
 from kvattn.runtime import backend, targets
 from kvattn.runtime.compiler import iree_compile
 from tests.conformance_cases import node_cases
-from tests.onnx_models import fuse_cpu_attention
+from tests.onnx_models import fuse_cpu_attention, merged_model
 
 # IREE 3.13 emulates fp16 on vp_android_baseline_2022 (32-bit storage only) and gets it wrong:
 # a plain fp16 Add is off by 2.4 on lavapipe. Targets with 16-bit storage miscompute softmax there.
@@ -76,9 +76,7 @@ def _batches(cases, alone=frozenset()) -> list[tuple]:
 
 
 def _merged(names: tuple[str, ...]) -> onnx.ModelProto:
-    """One model holding each named case's graph under the prefix c<index>_."""
-    models = [onnx.compose.add_prefix(CASES[name].model, f"c{index}_") for index, name in enumerate(names)]
-    return functools.reduce(lambda a, b: onnx.compose.merge_models(a, b, io_map=[]), models)
+    return merged_model([CASES[name].model for name in names], "c")
 
 
 @functools.cache

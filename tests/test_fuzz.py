@@ -12,20 +12,17 @@ hypothesis prints the drawn nodes. For a longer local run:
 
 from __future__ import annotations
 
-import functools
 import os
 
 import ml_dtypes
 import numpy as np
-import onnx
-import onnx.compose
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from onnx.reference import ReferenceEvaluator
 
 from kvattn.runtime import backend
-from tests.onnx_models import fuse_cpu_attention, single_node_model
+from tests.onnx_models import fuse_cpu_attention, merged_model, single_node_model
 
 EXAMPLES = int(os.environ.get("KVATTN_FUZZ_EXAMPLES", "80"))
 CHUNKS = 2
@@ -51,12 +48,9 @@ def check_together(cases) -> None:
     ...); compare each node's outputs with onnx.reference on that node's own model (the
     reference evaluator keeps an omitted output "" as a value that a later node's omitted
     input then reads, so it cannot run the combined model)."""
-    models, inputs = [], {}
-    for index, (model, case_inputs, _) in enumerate(cases):
-        prefix = f"n{index}_"
-        models.append(onnx.compose.add_prefix(model, prefix))
-        inputs.update({prefix + name: array for name, array in case_inputs.items()})
-    combined = functools.reduce(lambda a, b: onnx.compose.merge_models(a, b, io_map=[]), models)
+    inputs = {f"n{index}_{name}": array for index, (_, case_inputs, _) in enumerate(cases)
+              for name, array in case_inputs.items()}
+    combined = merged_model([model for model, _, _ in cases], "n")
     got = iter(backend.prepare(combined).run(inputs))
     for index, (model, case_inputs, tolerance) in enumerate(cases):
         for output, expected in zip(model.graph.output, ReferenceEvaluator(model).run(None, dict(case_inputs))):

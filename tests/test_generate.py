@@ -226,8 +226,7 @@ def test_static_kv_cache_rewrite_is_exact_on_every_export(stem):
 
 
 # Compiled and generated on one fixture of each kind (the rewrite is checked on all of them above).
-COMPILED_STATIC = ["llama_opset23_decode", "gemma3_opset24_decode", "phi3_opset25_decode",
-                   "gemma2_opset23_decode_eager", "gemma2_opset25_hf_eager"]
+COMPILED_STATIC = ["llama_opset23_decode", "gemma3_opset24_decode", "phi3_opset25_decode", "gemma2_opset25_hf_eager"]
 
 
 @pytest.mark.parametrize("stem", COMPILED_STATIC)

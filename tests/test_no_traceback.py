@@ -21,7 +21,8 @@ from tests.exported_fixtures import FIXTURES, by_fixture
 from tests.onnx_models import symbolic_model
 
 # The whole matrix on a decoder with a concat-style cache and one with a static cache (a session
-# keeps it); run and inspect on all of them.
+# keeps it); run and inspect on all of them. (`run` compiles as `compile` does, through the compile
+# cache; `kvattn compile -o` itself is tests/test_cli.py's.)
 MATRIX = ([p for p in FIXTURES if p.stem.endswith("_decode")][:1]
           + [p for p in FIXTURES if p.stem.endswith("_static")][:1]) or FIXTURES[:2]
 
@@ -72,12 +73,11 @@ def test_run_and_inspect_every_fixture(path, tmp_path, env):
         _kvattn(["inspect", path], env, allowed=(0,))
 
 
-@pytest.mark.parametrize("command", ["compile", "inspect-raised", "steps"])
+@pytest.mark.parametrize("command", ["inspect-raised", "steps"])
 @pytest.mark.parametrize("path", by_fixture(MATRIX))
 def test_every_command_on_fixtures(path, command, tmp_path, env):
     flags = _fixture_flags(path, tmp_path)
-    args = {"compile": ["compile", path, "-o", tmp_path / "m.vmfb", "-q"],
-            "inspect-raised": ["inspect", path, "--stage", "raised"],
+    args = {"inspect-raised": ["inspect", path, "--stage", "raised"],
             "steps": ["run", path, "--steps", "2", *flags, "-q"]}[command]
     _kvattn(args, env, allowed=(0, 1) if command == "steps" else (0,))
     if command == "steps":  # concat-style caches become session caches with --static-kv-cache
